@@ -1,0 +1,289 @@
+"""Download and safely extract the official Speech Commands archives.
+
+The archives live in the storage bucket TensorFlow's ``speech_commands`` example uses. A
+download goes to ``<name>.part`` and resumes from there with an HTTP ``Range`` request when
+interrupted; the finished file is checked against a table of known sizes and sha256 digests
+(overridable), or, for an archive the table does not know, against the server's
+Content-Length and a full gzip read (which checks gzip's own CRC and length). Extraction
+refuses members that would land outside the target folder, links pointing outside it and
+special files, then uses tarfile's ``"data"`` filter where Python has it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import shutil
+import tarfile
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http.client import HTTPException
+from pathlib import Path, PurePosixPath
+
+from tqdm import tqdm
+
+BASE_URL = "https://storage.googleapis.com/download.tensorflow.org/data"
+VERSIONS = ("v0.01", "v0.02")
+CHUNK = 1 << 20
+# Written into an extracted folder once extraction finished, so a rerun can skip it.
+COMPLETE_MARKER = ".sanas_complete"
+
+
+class DownloadError(OSError):
+    """A download, verification or extraction failed; the message names the URL or file."""
+
+
+@dataclass(frozen=True)
+class ArchiveInfo:
+    """What a correct archive looks like: its size in bytes and sha256 (either may be unknown)."""
+
+    size: int | None = None
+    sha256: str | None = None
+
+
+# Sources: TensorFlow Datasets' url_checksums/speech_commands.txt (both v0.02 archives),
+# torchaudio's SPEECHCOMMANDS._CHECKSUMS (v0.01 sha256) and the server's Content-Length
+# (v0.01 size). The v0.01 test set has no published digest: it is checked by Content-Length
+# and a full gzip read.
+KNOWN_ARCHIVES: dict[str, ArchiveInfo] = {
+    "speech_commands_v0.01.tar.gz": ArchiveInfo(
+        1489096277, "743935421bb51cccdb6bdd152e04c5c70274e935c82119ad7faeec31780d811d"
+    ),
+    "speech_commands_v0.02.tar.gz": ArchiveInfo(
+        2428923189, "af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c709868ff58"
+    ),
+    "speech_commands_test_set_v0.02.tar.gz": ArchiveInfo(
+        112563277, "cc2a00c1147c2254e9be3fa0f779d8c17421dc349b86366567a8edfa9acd51df"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class SpeechCommandsDownload:
+    """Where the extracted data went: the full set and (when asked for) the canonical test set."""
+
+    dataset_dir: Path
+    test_set_dir: Path | None
+
+
+def archive_names(version: str) -> tuple[str, str]:
+    """The file names of the full set and of the canonical test set of ``version``."""
+    if version not in VERSIONS:
+        raise DownloadError(f"unknown Speech Commands version {version!r} (choose from {VERSIONS})")
+    return f"speech_commands_{version}.tar.gz", f"speech_commands_test_set_{version}.tar.gz"
+
+
+def download_speech_commands(
+    version: str,
+    root: str | Path,
+    *,
+    base_url: str = BASE_URL,
+    test_set: bool = True,
+    known: Mapping[str, ArchiveInfo] = KNOWN_ARCHIVES,
+    keep_archives: bool = False,
+    progress: bool = True,
+    timeout: float = 60.0,
+) -> SpeechCommandsDownload:
+    """Fetch, verify and extract Speech Commands ``version`` under ``root``.
+
+    The full set goes to ``root/speech_commands_<version>/`` and the canonical test set to
+    ``root/speech_commands_test_set_<version>/``. Folders already extracted are kept as they
+    are, so a rerun after an interruption only does what is left.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    names = archive_names(version)
+    dirs: list[Path] = []
+    for name in names if test_set else names[:1]:
+        target = root / name.removesuffix(".tar.gz")
+        if not (target / COMPLETE_MARKER).is_file():
+            archive = fetch(
+                f"{base_url.rstrip('/')}/{name}",
+                root / name,
+                expected=known.get(name),
+                progress=progress,
+                timeout=timeout,
+            )
+            safe_extract(archive, target)
+            if not keep_archives:
+                archive.unlink()
+        dirs.append(target)
+    return SpeechCommandsDownload(dirs[0], dirs[1] if test_set else None)
+
+
+def fetch(
+    url: str,
+    dest: str | Path,
+    *,
+    expected: ArchiveInfo | None = None,
+    progress: bool = True,
+    timeout: float = 60.0,
+) -> Path:
+    """Download ``url`` to ``dest`` (resuming ``dest.part``) and verify it; return ``dest``.
+
+    A file that fails verification is deleted so that the next attempt starts afresh.
+    """
+    dest = Path(dest)
+    expected = expected or ArchiveInfo()
+    if not dest.is_file():
+        part = dest.with_name(dest.name + ".part")
+        total = _download(url, part, expected.size, progress, timeout)
+        got = part.stat().st_size
+        if total is not None and got < total:
+            raise DownloadError(
+                f"download of {url} interrupted at {got} of {total} bytes; "
+                f"run again to resume from {part}"
+            )
+        if total is not None and got > total:
+            part.unlink()
+            raise DownloadError(f"{url}: {part} had {got} bytes, more than the {total} served")
+        part.replace(dest)
+    try:
+        verify(dest, expected)
+    except DownloadError:
+        dest.unlink()
+        raise
+    return dest
+
+
+def verify(path: Path, expected: ArchiveInfo) -> None:
+    """Check ``path`` against the known size and sha256, else read it through gzip.
+
+    A gzip read to the end checks gzip's CRC-32 and length trailer, which catches truncated
+    and corrupted archives when no digest is known.
+    """
+    size = path.stat().st_size
+    if expected.size is not None and size != expected.size:
+        raise DownloadError(f"{path}: size {size} bytes, expected {expected.size}")
+    if expected.sha256 is not None:
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            while chunk := f.read(CHUNK):
+                digest.update(chunk)
+        if digest.hexdigest() != expected.sha256.lower():
+            raise DownloadError(
+                f"{path}: sha256 {digest.hexdigest()} does not match expected {expected.sha256}"
+            )
+        return
+    try:
+        with gzip.open(path, "rb") as f:
+            while f.read(CHUNK):
+                pass
+    except (OSError, EOFError, zlib.error) as error:
+        raise DownloadError(f"{path}: corrupt or truncated gzip archive ({error})") from error
+
+
+def safe_extract(archive: Path, target: Path) -> None:
+    """Extract the tar archive ``archive`` into ``target``, refusing anything unsafe.
+
+    One streaming pass checks each member, then extracts it (with tarfile's ``"data"``
+    filter where Python has it). Extraction goes to ``target.partial``, renamed at the end,
+    so ``target`` never holds half an archive and a refused archive leaves nothing behind.
+    """
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    # Python without PEP 706 (before 3.10.12 / 3.11.4): the member checks are the guard.
+    options = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+    try:
+        with tarfile.open(archive, "r|*") as tar:
+            for member in tar:
+                _check_member(member, archive)
+                tar.extract(member, partial, **options)
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
+        shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(error, DownloadError):
+            raise
+        raise DownloadError(f"{archive}: cannot extract ({error})") from error
+    (partial / COMPLETE_MARKER).write_text(f"{archive.name}\n")
+    shutil.rmtree(target, ignore_errors=True)
+    partial.replace(target)
+
+
+def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
+    """Raise when ``member`` would write outside the extraction folder or is a special file."""
+    if not _inside(member.name):
+        raise DownloadError(f"{archive}: refusing member {member.name!r} (path escapes the root)")
+    if member.issym() or member.islnk():
+        # A symbolic link resolves from its own folder, a hard link from the archive root.
+        parent = PurePosixPath(member.name).parent if member.issym() else PurePosixPath()
+        if not _inside(str(parent / member.linkname)):
+            raise DownloadError(
+                f"{archive}: refusing link {member.name!r} -> {member.linkname!r} (points outside)"
+            )
+    elif not (member.isfile() or member.isdir()):
+        raise DownloadError(f"{archive}: refusing special file {member.name!r}")
+
+
+def _inside(name: str) -> bool:
+    """Whether the archive path ``name`` is relative and never climbs above its root."""
+    if name.startswith("/"):
+        return False
+    depth = 0
+    for part in PurePosixPath(name).parts:
+        depth += -1 if part == ".." else 0 if part == "." else 1
+        if depth < 0:
+            return False
+    return True
+
+
+def _download(
+    url: str, part: Path, known_size: int | None, progress: bool, timeout: float
+) -> int | None:
+    """Append ``url``'s remaining bytes to ``part``; return the total size the server gave."""
+    have = part.stat().st_size if part.is_file() else 0
+    if known_size is not None and have == known_size:
+        return known_size
+    request = urllib.request.Request(url, headers={"User-Agent": "sanas"})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            if have and response.status == 206:
+                start, total = _content_range(response.headers.get("Content-Range"))
+                if start != have:
+                    raise DownloadError(f"{url}: asked to resume at byte {have}, got {start}")
+            else:  # a fresh download, or a server that ignored Range: start again
+                have = 0
+                length = response.headers.get("Content-Length")
+                total = int(length) if length is not None else None
+            if known_size is not None and total is not None and total != known_size:
+                raise DownloadError(f"{url}: server announces {total} bytes, expected {known_size}")
+            with (
+                part.open("ab" if have else "wb") as out,
+                tqdm(
+                    total=total,
+                    initial=have,
+                    unit="B",
+                    unit_scale=True,
+                    desc=part.name.removesuffix(".part"),
+                    disable=not progress,
+                ) as bar,
+            ):
+                while chunk := response.read(CHUNK):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            return total
+    except urllib.error.HTTPError as error:
+        if error.code == 416 and have:  # nothing left to fetch: the part may be complete
+            return _content_range(error.headers.get("Content-Range"))[1]
+        raise DownloadError(f"cannot download {url}: HTTP {error.code} {error.reason}") from error
+    except urllib.error.URLError as error:
+        raise DownloadError(f"cannot download {url}: {error.reason}") from error
+    except (HTTPException, TimeoutError, ConnectionError) as error:
+        raise DownloadError(
+            f"download of {url} interrupted ({error!r}); run again to resume from {part}"
+        ) from error
+
+
+def _content_range(header: str | None) -> tuple[int | None, int | None]:
+    """The first byte and the total size in ``Content-Range: bytes A-B/N`` (or ``*/N``)."""
+    try:
+        spans, total = (header or "").removeprefix("bytes ").split("/")
+        start = None if spans == "*" else int(spans.split("-")[0])
+        return start, None if total == "*" else int(total)
+    except ValueError:
+        return None, None
