@@ -31,19 +31,21 @@ def cnn_trad_fpool3(
     shortcuts: bool = False,
     dropout: float = 0.0,
     input_shape: tuple[int, int, int] = INPUT_SHAPE,
+    channels: int = 64,
 ) -> SuperNetwork:
     """cnn-trad-fpool3 (Sainath & Parada 2015) as a super network, optionally with shortcuts.
 
     Every node, the input included, is stochastic, as in SANAS; static models simply run
-    with every node on.
+    with every node on. ``channels`` (64 in the paper) gives a narrower profile for
+    CPU-bound experiments; the paper's figures need the default.
     """
     _, frames, coefficients = input_shape
     conv0_frames, conv0_bins = frames - 19, (coefficients - 7) // 3
     conv1_frames, conv1_bins = conv0_frames - 9, conv0_bins - 3
-    conv0_flat = 64 * conv0_frames * conv0_bins
-    conv1_flat = 64 * conv1_frames * conv1_bins
-    conv_0 = [nn.Conv2d(1, 64, kernel_size=(20, 8)), nn.MaxPool2d((1, 3)), nn.ReLU()]
-    conv_1 = [nn.Conv2d(64, 64, kernel_size=(10, 4)), nn.ReLU()]
+    conv0_flat = channels * conv0_frames * conv0_bins
+    conv1_flat = channels * conv1_frames * conv1_bins
+    conv_0 = [nn.Conv2d(1, channels, kernel_size=(20, 8)), nn.MaxPool2d((1, 3)), nn.ReLU()]
+    conv_1 = [nn.Conv2d(channels, channels, kernel_size=(10, 4)), nn.ReLU()]
     if dropout:
         conv_0.append(nn.Dropout(dropout))
         conv_1.append(nn.Dropout(dropout))

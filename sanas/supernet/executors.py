@@ -4,6 +4,10 @@
   mask: one dense pass, what training on per-sample architectures needs.
 - :func:`run_skipping` runs each node only on the samples that use it; a node that no
   sample uses never has its module called. Unused nodes yield exact zeros in both.
+
+Both accept ``precomputed``: node outputs (before masking) that the caller already has,
+e.g. convolutions computed once over a whole sequence or rows kept in a streaming cache;
+those nodes' modules are not called.
 """
 
 from __future__ import annotations
@@ -26,13 +30,18 @@ def _mask(used_column: Tensor, like: Tensor) -> Tensor:
     return used_column.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
 
 
-def run_masked(net: SuperNetwork, x: Tensor, used: Tensor) -> SuperNetOutput:
+def run_masked(
+    net: SuperNetwork, x: Tensor, used: Tensor, precomputed: dict[str, Tensor] | None = None
+) -> SuperNetOutput:
     """Compute all nodes on the full batch and zero the outputs of unused ones."""
+    precomputed = precomputed or {}
     outputs: list[Tensor] = []
     for i, name in enumerate(net.order):
         node = net.nodes[name]
         if i == 0:
             value = x
+        elif name in precomputed:
+            value = precomputed[name]
         else:
             merged = combine_inputs(node.combine, [outputs[p] for p in net.predecessors[i]])
             value = merged if node.module is None else node.module(merged)
@@ -41,13 +50,18 @@ def run_masked(net: SuperNetwork, x: Tensor, used: Tensor) -> SuperNetOutput:
 
 
 def run_skipping(
-    net: SuperNetwork, x: Tensor, used: Tensor, call: NodeCall = default_call
+    net: SuperNetwork,
+    x: Tensor,
+    used: Tensor,
+    call: NodeCall = default_call,
+    precomputed: dict[str, Tensor] | None = None,
 ) -> SuperNetOutput:
     """Compute each node only for the samples that use it; skip it entirely when none do.
 
     Outputs of unused nodes are exact zeros; samples are gathered and scattered only when
     a node is used by part of the batch, so batch size 1 runs with no indexing overhead.
     """
+    precomputed = precomputed or {}
     batch = x.shape[0]
     counts = used.sum(dim=0).tolist()
     outputs: list[Tensor | None] = [None] * net.num_nodes
@@ -57,8 +71,9 @@ def run_skipping(
         node = net.nodes[name]
         everyone = counts[i] == batch
         rows = None if everyone else used[:, i].nonzero().squeeze(1)
-        if i == 0:
-            value = x if everyone else x.index_select(0, rows)
+        if i == 0 or name in precomputed:
+            given = x if i == 0 else precomputed[name]
+            value = given if everyone else given.index_select(0, rows)
         else:
             value = _gather_inputs(net, i, outputs, rows, batch)
             if node.module is not None:
