@@ -146,8 +146,7 @@ class LogMel(torch.nn.Module):
         )
         power = spectrum.real.square() + spectrum.imag.square()
         mel = power.transpose(-1, -2) @ self.mel_filters
-        positive = mel > 0
-        return torch.where(positive, torch.log(torch.where(positive, mel, 1.0)), 0.0)
+        return torch.log(torch.where(mel > 0, mel, 1.0))  # log of positive values; 0 stays 0
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
         """(batch, samples) or (samples,) float waveforms → (batch, frames, features)."""
@@ -157,7 +156,7 @@ class LogMel(torch.nn.Module):
                 f"got shape {tuple(waveforms.shape)}"
             )
         squeeze = waveforms.ndim == 1
-        features = self.log_mel(waveforms.reshape(-1, waveforms.shape[-1]))
+        features = self.log_mel(waveforms.unsqueeze(0) if squeeze else waveforms)
         if self.use_dct:
             features = features @ self.dct
         return features[0] if squeeze else features

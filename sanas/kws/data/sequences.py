@@ -226,7 +226,8 @@ class SequenceDataset(Dataset[SequenceItem]):
             spans.append((*clip_frames(offset, self.clip_samples, self.frontend.hop_length), label))
         np.clip(audio, -1.0, 1.0, out=audio)
         with torch.no_grad():
-            features = self.frontend(torch.from_numpy(audio))
+            waveform = torch.from_numpy(audio).to(self.frontend.window.device)
+            features = self.frontend(waveform).cpu()
         return SequenceItem(features, step_labels(len(features), spans, self.silence_label))
 
     def _background(self, rng: np.random.Generator, length: int) -> np.ndarray:

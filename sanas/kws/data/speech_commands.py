@@ -37,8 +37,6 @@ SPLITS = ("training", "validation", "testing")
 LIST_FILES = {"validation": "validation_list.txt", "testing": "testing_list.txt"}
 MAX_NUM_WAVS_PER_CLASS = 2**27 - 1
 
-Split = Literal["training", "validation", "testing"]
-
 
 class DatasetError(ValueError):
     """A dataset folder or split that cannot be used; the message names the path."""
@@ -90,9 +88,10 @@ def _check_split(split: str) -> None:
 class SpeechCommands:
     """An index of a Speech Commands folder (v0.01 or v0.02 layout).
 
-    ``split_rule`` is ``"auto"`` (the list files when both are present, else the hash rule),
-    ``"lists"`` or ``"hash"``. A list line naming a clip that is not in the folder is logged
-    and counted in :attr:`skipped` (per split), never fatal.
+    ``split_rule`` is ``"auto"`` (the list files when present, else the hash rule),
+    ``"lists"`` (both list files required; unlisted clips are training) or ``"hash"``.
+    A list line naming a clip that is not in the folder is logged and counted in
+    :attr:`skipped` (per split), never fatal.
     """
 
     def __init__(
@@ -103,6 +102,8 @@ class SpeechCommands:
         validation_percentage: float = 10.0,
         testing_percentage: float = 10.0,
     ) -> None:
+        if split_rule not in ("auto", "lists", "hash"):
+            raise ValueError(f"unknown split_rule {split_rule!r}; expected auto, lists or hash")
         self.root = Path(root)
         if not self.root.is_dir():
             raise DatasetError(
@@ -122,17 +123,16 @@ class SpeechCommands:
         if split_rule == "lists" and len(present) != len(LIST_FILES):
             missing = sorted(set(LIST_FILES.values()) - set(present))
             raise DatasetError(f"{self.root}: split lists missing: {', '.join(missing)}")
+        listed = None
         if split_rule == "lists":
             listed = self._read_lists({p for paths in by_word.values() for p in paths})
-        else:
-            listed = {}
         self._clips: dict[str, list[Clip]] = {split: [] for split in SPLITS}
         for word, paths in by_word.items():
             for path in paths:
-                if split_rule == "lists":
-                    split = listed.get(path, "training")
-                else:
+                if listed is None:
                     split = which_split(path.name, validation_percentage, testing_percentage)
+                else:
+                    split = listed.get(path, "training")
                 self._clips[split].append(Clip(path, word, speaker_of(path), split))
         for clips in self._clips.values():
             clips.sort(key=lambda clip: clip.path)
