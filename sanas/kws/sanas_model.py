@@ -1,0 +1,355 @@
+"""Keyword-spotting models over feature sequences: static, BSN and SANAS, one interface.
+
+Every model takes a padded (batch, frames, 40) feature sequence, runs the
+cnn-trad-fpool3 super network on each window of 101 frames every 20 frames (a *step*), and
+returns a :class:`KWSOutput`: per-step logits, used sets, log-probabilities of the sampled
+architectures and per-step costs (multiply-accumulates, :class:`MacsCost`).
+
+- :class:`StaticKWS`: every node on (cnn-trad-fpool3, with or without shortcuts).
+- :class:`BSNKWS`: one learned Bernoulli per node (:class:`StaticArchitecture`), the same
+  distribution for every step; evaluation uses its mode.
+- :class:`SANASKWS`: a :class:`RecurrentController` chooses each step's architecture from
+  the features of the previous steps; evaluation uses the mode of each step.
+
+:class:`SequenceObjective` turns an output into the training loss: cross-entropy per step
+plus REINFORCE on the per-step cost Δ_t + penalty(C_t) (method.md §3), with the reference's
+quirks available as named :class:`SANASOptions`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sanas.kws.data.sequences import IGNORE_INDEX
+from sanas.kws.models import FEATURES_DIM, cnn_trad_fpool3
+from sanas.kws.sequence_forward import cut_windows, forward_windows_plain
+from sanas.supernet.budgets import BudgetObjective
+from sanas.supernet.controller import RecurrentController
+from sanas.supernet.costs import MacsCost
+from sanas.supernet.distributions import ArchitectureDistribution, StaticArchitecture
+from sanas.supernet.estimators import MovingAverageBaseline, reinforce_loss, returns_to_go
+from sanas.supernet.executors import run_masked
+from sanas.supernet.graph import SuperNetOutput, SuperNetwork
+
+ModelKind = Literal["static", "static-shortcuts", "bsn", "sanas"]
+MODEL_KINDS: tuple[str, ...] = ("static", "static-shortcuts", "bsn", "sanas")
+FEATURE_TAP = "features"
+
+
+@dataclass
+class SANASOptions:
+    """The reference's deliberate-or-not choices, each switchable (defaults: the reference).
+
+    - ``logit_relu``: ReLU on the classifier's logits (reference: True). The reference's
+      classifier block ended in a ReLU, so a class can never score below 0; False gives
+      plain logits.
+    - ``detach_features``: cut the gradient between the features and the controller's GRU
+      (reference: False, so REINFORCE also trains the CNN through the features).
+    - ``log_prob_reduction``: ``"mean"`` averages log P(H_t) over nodes, as the reference,
+      which scales the REINFORCE gradient by 1/N; ``"sum"`` is the true log-probability.
+    - ``baseline``: ``"ema_reference"``: an exponential average weighting the newest batch
+      0.9, over every step including padded ones, updated before use on the current batch
+      (:class:`MovingAverageBaseline` with decay 0.1 and no mask; the reference had no
+      bias correction, which only differs at the second and third batch by 1% and 0.1%).
+      ``"ema"``: :class:`MovingAverageBaseline` with decay 0.9, blind to padded steps, and
+      built from past batches only (so it does not depend on the current sample).
+    - ``gamma``: discount of later steps' costs credited to a step's architecture
+      (:func:`returns_to_go`; reference: 0, each step only pays for itself). SANAS only.
+    - ``learned_initial_state``: learn the controller's z_0 (reference: fixed at 0).
+    """
+
+    logit_relu: bool = True
+    detach_features: bool = False
+    log_prob_reduction: Literal["mean", "sum"] = "mean"
+    baseline: Literal["ema_reference", "ema"] = "ema_reference"
+    gamma: float = 0.0
+    learned_initial_state: bool = False
+
+    def __post_init__(self) -> None:
+        if self.log_prob_reduction not in ("mean", "sum"):
+            raise ValueError(
+                f"log_prob_reduction must be 'mean' or 'sum', got {self.log_prob_reduction!r}"
+            )
+        if self.baseline not in ("ema_reference", "ema"):
+            raise ValueError(f"baseline must be 'ema_reference' or 'ema', got {self.baseline!r}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+
+    @classmethod
+    def improved(cls) -> SANASOptions:
+        """Our recommended settings: every quirk off (γ stays 0; choose it per experiment)."""
+        return cls(
+            logit_relu=False,
+            detach_features=True,
+            log_prob_reduction="sum",
+            baseline="ema",
+            learned_initial_state=True,
+        )
+
+
+@dataclass
+class KWSOutput:
+    """Per-step results over a batch of sequences with T steps and N graph nodes.
+
+    ``logits`` (B, T, C); ``used`` (B, T, N) booleans; ``log_prob`` (B, T) log P(H_t)
+    reduced over nodes per :class:`SANASOptions` (``None`` for static models); ``cost``
+    (B, T) float64 MACs of each step's used set; ``probs`` (B, T, S) the node probabilities
+    the architectures were drawn from (``None`` for static models).
+    """
+
+    logits: Tensor
+    used: Tensor
+    log_prob: Tensor | None
+    cost: Tensor
+    probs: Tensor | None
+
+
+class KWSModel(nn.Module):
+    """Base class: a super network run on every window of a feature sequence.
+
+    Subclasses choose the architectures; here live the window execution (plain, or with
+    the convolutions computed once per sequence: ``shared_convs``), the optional logit
+    ReLU, the per-step costs and the two parameter groups (network, architecture).
+    """
+
+    def __init__(
+        self,
+        net: SuperNetwork,
+        options: SANASOptions | None = None,
+        shared_convs: bool = True,
+        cost_adds: Literal["reference", "exact"] = "reference",
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.options = options or SANASOptions()
+        self.shared_convs = shared_convs
+        self.cost = MacsCost(net, adds=cost_adds)
+
+    def network_parameters(self) -> list[nn.Parameter]:
+        """Weights of the super network (trained by backprop, with weight decay)."""
+        return list(self.net.parameters())
+
+    def architecture_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the architecture distribution (trained by REINFORCE)."""
+        return []
+
+    def step_costs(self, used: Tensor) -> Tensor:
+        """(B, T, N) used sets → (B, T) float64 MACs."""
+        return self.cost(used.flatten(0, 1)).view(used.shape[:2])
+
+    def logits(self, output: Tensor) -> Tensor:
+        """The classifier's output, through a ReLU when ``logit_relu`` (the reference)."""
+        return F.relu(output) if self.options.logit_relu else output
+
+    def run_windows(self, features: Tensor, used: Tensor) -> SuperNetOutput:
+        """All windows at once for architectures fixed in advance, (B, T, N) ``used``."""
+        from sanas.kws.sequence_forward import forward_windows_shared  # TODO(top) once landed
+
+        run = forward_windows_shared if self.shared_convs else forward_windows_plain
+        return run(self.net, features, used)
+
+    def _fixed(self, features: Tensor, used: Tensor, log_prob: Tensor | None, probs: Tensor | None
+               ) -> KWSOutput:
+        result = self.run_windows(features, used)
+        return KWSOutput(self.logits(result.output), used, log_prob, self.step_costs(used), probs)
+
+    def _reduce(self, distribution: ArchitectureDistribution, architecture: Tensor) -> Tensor:
+        log_prob = distribution.log_prob(architecture)
+        if self.options.log_prob_reduction == "mean":
+            log_prob = log_prob / architecture.shape[-1]
+        return log_prob
+
+    def forward(self, features: Tensor) -> KWSOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class StaticKWS(KWSModel):
+    """Every node on at every step: cnn-trad-fpool3, with or without its shortcuts."""
+
+    def forward(self, features: Tensor) -> KWSOutput:
+        """Per-step logits of every window of ``features`` (B, frames, 40)."""
+        batch, steps = features.shape[0], cut_windows(features).shape[1]
+        used = self.net.used(None, batch * steps).view(batch, steps, -1)
+        return self._fixed(features, used, None, None)
+
+
+class BSNKWS(KWSModel):
+    """A Budgeted Super Network on each window: one Bernoulli per node, shared by all steps.
+
+    Training samples an architecture per (sequence, step); evaluation uses the mode
+    H_n = 1[p_n > 0.5] everywhere.
+    """
+
+    def __init__(self, net: SuperNetwork, *args: object, init_logit: float = 3.0, **kw: object):
+        super().__init__(net, *args, **kw)  # type: ignore[arg-type]
+        self.distribution = StaticArchitecture(net.num_stochastic, init_logit)
+
+    def architecture_parameters(self) -> list[nn.Parameter]:
+        return list(self.distribution.parameters())
+
+    def forward(self, features: Tensor) -> KWSOutput:
+        """Per-step logits with sampled (training) or deterministic (evaluation) architectures."""
+        batch, steps = features.shape[0], cut_windows(features).shape[1]
+        distribution = self.distribution(batch * steps)
+        architecture = distribution.sample() if self.training else distribution.mode()
+        used = self.net.used(architecture, batch * steps).view(batch, steps, -1)
+        log_prob = self._reduce(distribution, architecture).view(batch, steps)
+        probs = distribution.probs.view(batch, steps, -1)
+        return self._fixed(features, used, log_prob, probs)
+
+
+class SANASKWS(KWSModel):
+    """SANAS: a recurrent controller picks each step's architecture from past features.
+
+    Steps run one after the other (step t's architecture depends on step t−1's features);
+    with ``shared_convs`` the convolutions of the whole sequence are computed once and
+    each step takes its rows. The state starts from z_0 for every sequence.
+    """
+
+    def __init__(
+        self,
+        net: SuperNetwork,
+        *args: object,
+        hidden: int = 100,
+        init_bias: float = 3.0,
+        **kw: object,
+    ) -> None:
+        super().__init__(net, *args, **kw)  # type: ignore[arg-type]
+        self.controller = RecurrentController(
+            net.num_stochastic,
+            feature_dim=net.output_shapes[FEATURE_TAP][0],
+            hidden=hidden,
+            init_bias=init_bias,
+            learned_initial_state=self.options.learned_initial_state,
+        )
+
+    def architecture_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.controller.parameters() if p.requires_grad]
+
+    def forward(self, features: Tensor) -> KWSOutput:
+        """Per-step logits, the controller sampling (training) or taking the mode (evaluation)."""
+        windows = cut_windows(features)
+        batch, steps = windows.shape[:2]
+        from sanas.kws.sequence_forward import precompute_trunk  # TODO(top) once landed
+
+        trunk = precompute_trunk(self.net, features) if self.shared_convs else None
+        logits, used, log_probs, probs = [], [], [], []
+        hidden: Tensor | None = None
+        previous: Tensor | None = None
+        for t in range(steps):
+            distribution, hidden = self.controller.step(previous, hidden, batch)
+            architecture = distribution.sample() if self.training else distribution.mode()
+            used_t = self.net.used(architecture, batch)
+            precomputed = trunk.window(t) if trunk is not None else None
+            result = run_masked(self.net, windows[:, t], used_t, precomputed=precomputed)
+            previous = result.features[FEATURE_TAP]
+            if self.options.detach_features:
+                previous = previous.detach()
+            logits.append(result.output)
+            used.append(used_t)
+            log_probs.append(self._reduce(distribution, architecture))
+            probs.append(distribution.probs)
+        used_all = torch.stack(used, dim=1)
+        return KWSOutput(
+            self.logits(torch.stack(logits, dim=1)),
+            used_all,
+            torch.stack(log_probs, dim=1),
+            self.step_costs(used_all),
+            torch.stack(probs, dim=1),
+        )
+
+
+def build_kws_model(
+    kind: ModelKind,
+    num_classes: int = 12,
+    channels: int = 64,
+    dropout: float = 0.0,
+    options: SANASOptions | None = None,
+    shared_convs: bool = True,
+    cost_adds: Literal["reference", "exact"] = "reference",
+) -> KWSModel:
+    """Make a model by name: ``static`` (cnn-trad-fpool3), ``static-shortcuts``, ``bsn`` or
+    ``sanas`` (both on the super network with shortcuts, every node stochastic)."""
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
+    net = cnn_trad_fpool3(
+        num_classes=num_classes, shortcuts=kind != "static", dropout=dropout, channels=channels
+    )
+    assert net.output_shapes[FEATURE_TAP] == (FEATURES_DIM,)
+    common = {"options": options, "shared_convs": shared_convs, "cost_adds": cost_adds}
+    if kind == "bsn":
+        return BSNKWS(net, **common)
+    if kind == "sanas":
+        return SANASKWS(net, **common)
+    return StaticKWS(net, **common)
+
+
+@dataclass
+class ObjectiveStats:
+    """What one training step measured (means over the batch's real steps)."""
+
+    task_loss: float
+    arch_loss: float
+    cost: float
+    penalty: float
+    baseline: float
+    lam: float
+
+
+class SequenceObjective:
+    """Training loss of a :class:`KWSOutput`: mean cross-entropy over real steps plus the
+    REINFORCE surrogate on per-step costs Δ_t + penalty(C_t), minus a baseline, discounted
+    over later steps by ``gamma``. Holds the baseline and budget state (checkpointed)."""
+
+    def __init__(self, budget: BudgetObjective, options: SANASOptions | None = None) -> None:
+        self.budget = budget
+        self.options = options or SANASOptions()
+        reference = self.options.baseline == "ema_reference"
+        self.baseline = MovingAverageBaseline(decay=0.1 if reference else 0.9)
+
+    def __call__(self, output: KWSOutput, labels: Tensor, mask: Tensor) -> tuple[Tensor, ObjectiveStats]:
+        """The loss to backpropagate and the step's statistics."""
+        ce = F.cross_entropy(
+            output.logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX,
+            reduction="none",
+        ).view(labels.shape)
+        valid = mask.sum().clamp_min(1)
+        task_loss = ce.sum() / valid
+        mean_cost = float(output.cost[mask].mean()) if mask.any() else 0.0
+        if output.log_prob is None:
+            return task_loss, ObjectiveStats(float(task_loss), 0.0, mean_cost, 0.0, 0.0, 0.0)
+        penalty = self.budget.penalty(output.cost).to(ce.dtype)
+        step_cost = ce.detach() + penalty
+        if self.options.baseline == "ema_reference":
+            baseline = self.baseline.update(step_cost)  # every step, padded ones included
+        else:
+            baseline = self.baseline.value
+            self.baseline.update(step_cost, mask)
+        advantage = returns_to_go(step_cost - baseline, self.options.gamma, mask)
+        arch_loss = reinforce_loss(output.log_prob, advantage, 0.0, mask)
+        self.budget.update(output.cost[mask])
+        stats = ObjectiveStats(
+            task_loss=float(task_loss),
+            arch_loss=float(arch_loss),
+            cost=mean_cost,
+            penalty=float(penalty[mask].mean()) if mask.any() else 0.0,
+            baseline=float(baseline),
+            lam=float(self.budget.lam),
+        )
+        return task_loss + arch_loss, stats
+
+    def state_dict(self) -> dict[str, object]:
+        """Baseline and budget state, for checkpoints."""
+        state: dict[str, object] = {"baseline": dict(vars(self.baseline))}
+        state["budget"] = dict(vars(self.budget))
+        return state
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Restore :meth:`state_dict`."""
+        vars(self.baseline).update(state["baseline"])  # type: ignore[arg-type]
+        vars(self.budget).update(state["budget"])  # type: ignore[arg-type]
