@@ -153,8 +153,9 @@ class KWSModel(nn.Module):
         run = forward_windows_shared if self.shared_convs else forward_windows_plain
         return run(self.net, features, used)
 
-    def _fixed(self, features: Tensor, used: Tensor, log_prob: Tensor | None, probs: Tensor | None
-               ) -> KWSOutput:
+    def _fixed(
+        self, features: Tensor, used: Tensor, log_prob: Tensor | None, probs: Tensor | None
+    ) -> KWSOutput:
         result = self.run_windows(features, used)
         return KWSOutput(self.logits(result.output), used, log_prob, self.step_costs(used), probs)
 
@@ -312,10 +313,14 @@ class SequenceObjective:
         reference = self.options.baseline == "ema_reference"
         self.baseline = MovingAverageBaseline(decay=0.1 if reference else 0.9)
 
-    def __call__(self, output: KWSOutput, labels: Tensor, mask: Tensor) -> tuple[Tensor, ObjectiveStats]:
+    def __call__(
+        self, output: KWSOutput, labels: Tensor, mask: Tensor
+    ) -> tuple[Tensor, ObjectiveStats]:
         """The loss to backpropagate and the step's statistics."""
         ce = F.cross_entropy(
-            output.logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX,
+            output.logits.flatten(0, 1),
+            labels.flatten(),
+            ignore_index=IGNORE_INDEX,
             reduction="none",
         ).view(labels.shape)
         valid = mask.sum().clamp_min(1)
