@@ -27,7 +27,12 @@ from torch import Tensor, nn
 
 from sanas.kws.data.sequences import IGNORE_INDEX
 from sanas.kws.models import FEATURES_DIM, cnn_trad_fpool3
-from sanas.kws.sequence_forward import cut_windows, forward_windows_plain
+from sanas.kws.sequence_forward import (
+    cut_windows,
+    forward_windows_plain,
+    forward_windows_shared,
+    precompute_trunk,
+)
 from sanas.supernet.budgets import BudgetObjective
 from sanas.supernet.controller import RecurrentController
 from sanas.supernet.costs import MacsCost
@@ -148,8 +153,6 @@ class KWSModel(nn.Module):
 
     def run_windows(self, features: Tensor, used: Tensor) -> SuperNetOutput:
         """All windows at once for architectures fixed in advance, (B, T, N) ``used``."""
-        from sanas.kws.sequence_forward import forward_windows_shared  # TODO(top) once landed
-
         run = forward_windows_shared if self.shared_convs else forward_windows_plain
         return run(self.net, features, used)
 
@@ -236,8 +239,6 @@ class SANASKWS(KWSModel):
         """Per-step logits, the controller sampling (training) or taking the mode (evaluation)."""
         windows = cut_windows(features)
         batch, steps = windows.shape[:2]
-        from sanas.kws.sequence_forward import precompute_trunk  # TODO(top) once landed
-
         trunk = precompute_trunk(self.net, features) if self.shared_convs else None
         logits, used, log_probs, probs = [], [], [], []
         hidden: Tensor | None = None
@@ -327,7 +328,9 @@ class SequenceObjective:
         task_loss = ce.sum() / valid
         mean_cost = float(output.cost[mask].mean()) if mask.any() else 0.0
         if output.log_prob is None:
-            return task_loss, ObjectiveStats(float(task_loss), 0.0, mean_cost, 0.0, 0.0, 0.0)
+            return task_loss, ObjectiveStats(
+                float(task_loss.detach()), 0.0, mean_cost, 0.0, 0.0, 0.0
+            )
         penalty = self.budget.penalty(output.cost).to(ce.dtype)
         step_cost = ce.detach() + penalty
         if self.options.baseline == "ema_reference":
@@ -339,7 +342,7 @@ class SequenceObjective:
         arch_loss = reinforce_loss(output.log_prob, advantage, 0.0, mask)
         self.budget.update(output.cost[mask])
         stats = ObjectiveStats(
-            task_loss=float(task_loss),
+            task_loss=float(task_loss.detach()),
             arch_loss=float(arch_loss),
             cost=mean_cost,
             penalty=float(penalty[mask].mean()) if mask.any() else 0.0,

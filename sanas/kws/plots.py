@@ -1,0 +1,118 @@
+"""Pictures of the keyword-spotting experiments (matplotlib, no display needed).
+
+- :func:`plot_cost_accuracy`: accuracy against MACs per step for every model (the
+  paper's Figure 5).
+- :func:`plot_cost_per_class`: mean MACs per step of each class along training (Figure 6:
+  silence should become cheap and keywords expensive).
+- :func:`plot_stream_timeline`: a stream's spectrogram, per-step MACs and chosen nodes,
+  detections and ground truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+
+@dataclass(frozen=True)
+class ModelPoint:
+    """One evaluated model: its name, family and where it lands."""
+
+    name: str
+    family: str  # e.g. "static", "bsn", "sanas"
+    macs_per_step: float
+    matched: float
+    correct: float
+
+
+def _save(figure: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
+def plot_cost_accuracy(points: Sequence[ModelPoint], path: str | Path) -> Path:
+    """Matched and Correct (% of words) against MACs per step, log-x, one marker per family."""
+    figure = Figure(figsize=(7, 4.5))
+    axes = figure.subplots()
+    markers = {"static": "s", "bsn": "^", "sanas": "o"}
+    for family in dict.fromkeys(p.family for p in points):
+        chosen = sorted((p for p in points if p.family == family), key=lambda p: p.macs_per_step)
+        macs = [p.macs_per_step for p in chosen]
+        marker = markers.get(family, "D")
+        axes.plot(macs, [p.correct for p in chosen], marker=marker, label=f"{family}: correct")
+        axes.plot(macs, [p.matched for p in chosen], marker=marker, linestyle=":", alpha=0.6,
+                  label=f"{family}: matched")
+        for p in chosen:
+            axes.annotate(p.name, (p.macs_per_step, p.correct), fontsize=7,
+                          textcoords="offset points", xytext=(3, 3))
+    axes.set_xscale("log")
+    axes.set_xlabel("MACs per step (200 ms)")
+    axes.set_ylabel("% of ground-truth words")
+    axes.set_title("Streaming accuracy against cost")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=7)
+    return _save(figure, path)
+
+
+def plot_cost_per_class(
+    epochs: Sequence[int], cost_per_class: Mapping[str, Sequence[float]], path: str | Path
+) -> Path:
+    """Mean MACs per step of each class (label of the step) along training epochs."""
+    figure = Figure(figsize=(7, 4.5))
+    axes = figure.subplots()
+    for label, values in cost_per_class.items():
+        style = "--" if label.startswith("_") else "-"
+        axes.plot(epochs, values, style, marker=".", label=label)
+    axes.set_yscale("log")
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("mean MACs per step")
+    axes.set_title("Cost per class during training")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=7, ncol=2)
+    return _save(figure, path)
+
+
+def plot_stream_timeline(
+    log_mel: np.ndarray,
+    step_times_ms: np.ndarray,
+    step_macs: np.ndarray,
+    used: np.ndarray,
+    node_names: Sequence[str],
+    detections: Sequence[tuple[str, float]],
+    ground_truth: Sequence[tuple[str, float]],
+    path: str | Path,
+) -> Path:
+    """Spectrogram (frames × bins at 10 ms), per-step MACs, chosen nodes, words and detections.
+
+    Step times are window *starts* (TensorFlow's convention); each step covers 1 s.
+    """
+    figure = Figure(figsize=(12, 7))
+    spec_ax, macs_ax, nodes_ax = figure.subplots(3, 1, sharex=True, height_ratios=[2, 1, 1.4])
+    seconds = log_mel.shape[0] / 100.0
+    spec_ax.imshow(log_mel.T, origin="lower", aspect="auto", extent=(0, seconds, 0, log_mel.shape[1]),
+                   cmap="magma")
+    for word, time_ms in ground_truth:
+        spec_ax.axvline(time_ms / 1000, color="cyan", linewidth=0.8)
+        spec_ax.text(time_ms / 1000, log_mel.shape[1] * 0.9, word, color="cyan", fontsize=7)
+    for word, time_ms in detections:
+        spec_ax.axvline(time_ms / 1000, color="lime", linestyle="--", linewidth=0.8)
+        spec_ax.text(time_ms / 1000, log_mel.shape[1] * 0.05, word, color="lime", fontsize=7)
+    spec_ax.set_ylabel("mel bin")
+    spec_ax.set_title("ground truth (cyan), detections (green)")
+    step_end = (step_times_ms + 1000.0) / 1000.0  # a step is decided once its window is heard
+    macs_ax.step(step_end, step_macs, where="post")
+    macs_ax.set_yscale("symlog", linthresh=1e5)
+    macs_ax.set_ylabel("MACs / step")
+    nodes_ax.imshow(used.T.astype(float), aspect="auto", interpolation="nearest", cmap="Greys",
+                    extent=(step_end[0] - 0.2, step_end[-1], -0.5, len(node_names) - 0.5),
+                    origin="lower")
+    nodes_ax.set_yticks(range(len(node_names)), node_names, fontsize=7)
+    nodes_ax.set_xlabel("time (s)")
+    nodes_ax.set_ylabel("used nodes")
+    return _save(figure, path)

@@ -1,0 +1,657 @@
+"""Train a keyword-spotting model on streaming sequences: static, BSN or SANAS.
+
+A plain loop (one file, read top to bottom): build the data and the model from a
+:class:`TrainConfig`, then per epoch train on freshly drawn sequences, evaluate on the
+fixed validation sequences, and write everything a run needs into its folder::
+
+    config.json                 the full configuration
+    metrics.csv, metrics.jsonl  one row per epoch (losses, accuracy, MACs per step and per
+                                class, λ, node probabilities, seconds)
+    tensorboard/                the same scalars as TensorBoard events
+    checkpoint.pt               the latest state (model, optimiser, baseline and budget,
+                                RNG states, history), written atomically every epoch
+    front/epoch-NNNN.pt         weights of each epoch on the validation cost/accuracy front
+    pareto.json                 that front: (MACs per step, accuracy) points not dominated
+    best.pt                     the most accurate epoch on the validation set
+
+Rerunning the same command on the same folder resumes from ``checkpoint.pt`` (after a
+crash or SIGKILL) and ends with exactly the result of an uninterrupted run: the data
+order and each sequence depend only on (seed, epoch, index), and every RNG state is saved.
+
+Library use::
+
+    from sanas.kws.train import TrainConfig, train, load_run
+    result = train(TrainConfig(data="speech_commands", out="runs/sanas", model="sanas"))
+    model, config = load_run("runs/sanas")
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import random
+import tempfile
+import time
+import types
+import typing
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from sanas.kws.data.sequences import (
+    SequenceBatch,
+    SequenceConfig,
+    SequenceDataset,
+    collate_sequences,
+)
+from sanas.kws.data.speech_commands import SpeechCommands, kws_task, make_examples
+from sanas.kws.features import MFCC
+from sanas.kws.sanas_model import (
+    MODEL_KINDS,
+    KWSModel,
+    SANASOptions,
+    SequenceObjective,
+    build_kws_model,
+)
+from sanas.supernet.budgets import make_budget
+
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+FRONT_DIR = "front"
+BUDGET_MODES = ("linear", "hinge", "constrained")
+# Fields that may differ when a run is resumed: they change nothing in the result.
+RESUMABLE_CHANGES = frozenset({"epochs", "device", "progress", "workers", "threads"})
+
+
+class ConfigError(ValueError):
+    """An invalid training configuration; the message names the field."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (the fields of a YAML/JSON config file).
+
+    ``model``: static (cnn-trad-fpool3), static-shortcuts, bsn or sanas. ``lam``: λ on raw
+    MACs (useful around 1e-10 … 1e-7). ``budget_mode``: linear λ·C (SANAS), hinge
+    λ·max(0, C − budget) (BSN) or constrained (λ learned so that E[C] ≤ budget).
+    ``channels``: conv width (64 = the paper; 16 or 32 for CPU runs). ``shared_convs``:
+    compute the convolutions once per sequence instead of once per window. ``threads``:
+    torch CPU threads (0: torch's default). ``limit_train`` / ``limit_val``: use only the
+    first N examples (quick runs). ``sequence``: how training sequences are drawn;
+    ``options``: the SANAS reference quirks (:class:`SANASOptions`).
+    """
+
+    data: str = ""
+    out: str = ""
+    model: str = "sanas"
+    lam: float = 0.0
+    budget: float | None = None
+    budget_mode: str = "linear"
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    seed: int = 0
+    channels: int = 64
+    dropout: float = 0.0
+    device: str = "auto"
+    shared_convs: bool = True
+    task: str = "12"
+    cost_adds: str = "reference"
+    threads: int = 0
+    workers: int = 0
+    limit_train: int | None = None
+    limit_val: int | None = None
+    progress: bool = True
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)
+    options: SANASOptions = field(default_factory=SANASOptions)
+
+    def validate(self) -> TrainConfig:
+        """Check values that types alone cannot; raise :class:`ConfigError` naming the field."""
+        linear = self.budget_mode == "linear"
+        checks: list[tuple[str, Any, bool, str]] = [
+            ("data", self.data, bool(self.data), "is required (a Speech Commands folder)"),
+            ("out", self.out, bool(self.out), "is required (the run folder)"),
+            ("model", self.model, self.model in MODEL_KINDS, f"must be one of {MODEL_KINDS}"),
+            ("budget_mode", self.budget_mode, self.budget_mode in BUDGET_MODES,
+             f"must be one of {BUDGET_MODES}"),
+            ("lam", self.lam, self.lam >= 0, "must be >= 0"),
+            ("budget", self.budget, linear or (self.budget or 0) > 0,
+             f"must be > 0 with budget_mode {self.budget_mode!r}"),
+            ("epochs", self.epochs, self.epochs >= 1, "must be >= 1"),
+            ("batch_size", self.batch_size, self.batch_size >= 1, "must be >= 1"),
+            ("lr", self.lr, self.lr > 0, "must be > 0"),
+            ("weight_decay", self.weight_decay, self.weight_decay >= 0, "must be >= 0"),
+            ("channels", self.channels, self.channels >= 1, "must be >= 1"),
+            ("dropout", self.dropout, 0 <= self.dropout < 1, "must be in [0, 1)"),
+            ("device", self.device, self.device == "auto" or _valid_device(self.device),
+             "must be auto, cpu, cuda or cuda:N"),
+            ("task", self.task, self.task in ("12", "35"), "must be '12' or '35'"),
+            ("cost_adds", self.cost_adds, self.cost_adds in ("reference", "exact"),
+             "must be 'reference' or 'exact'"),
+            ("threads", self.threads, self.threads >= 0, "must be >= 0"),
+            ("workers", self.workers, self.workers >= 0, "must be >= 0"),
+            ("limit_train", self.limit_train, (self.limit_train or 1) >= 1, "must be >= 1"),
+            ("limit_val", self.limit_val, (self.limit_val or 1) >= 1, "must be >= 1"),
+            ("options.gamma", self.options.gamma, self.model == "sanas" or not self.options.gamma,
+             "must be 0 unless model is sanas (only a controller acts on later steps)"),
+        ]  # fmt: skip
+        for name, value, ok, message in checks:
+            if not ok:
+                raise ConfigError(f"config field '{name}' {message}, got {value!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists)."""
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build and validate a config from a mapping, naming unknown or ill-typed fields."""
+        return _dataclass_from_dict(cls, values, "").validate()
+
+
+def _valid_device(name: str) -> bool:
+    try:
+        torch.device(name)
+    except RuntimeError:
+        return False
+    return True
+
+
+def _dataclass_from_dict(cls: type, values: Any, prefix: str) -> Any:
+    """Instantiate dataclass ``cls`` from ``values`` with type checks on every field."""
+    if not isinstance(values, dict):
+        where = f"config field '{prefix[:-1]}'" if prefix else "config"
+        raise ConfigError(f"{where} must be a mapping of fields, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        names = ", ".join(f"'{prefix}{name}'" for name in unknown)
+        raise ConfigError(f"unknown config field(s) {names}; known: {', '.join(sorted(known))}")
+    kwargs = {
+        name: _coerce(hints[name], value, f"{prefix}{name}") for name, value in values.items()
+    }
+    try:
+        return cls(**kwargs)
+    except ValueError as error:
+        raise ConfigError(f"config field '{prefix[:-1] or cls.__name__}': {error}") from None
+
+
+def _coerce(hint: Any, value: Any, name: str) -> Any:
+    """``value`` as type ``hint`` (bool, int, float, str, None, Literal, tuple, dataclass)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        return _coerce(options[0], value, name)
+    if is_dataclass(hint):
+        return _dataclass_from_dict(hint, value, f"{name}.")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"config field '{name}' must be one of {list(args)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple) or not value:
+            raise ConfigError(f"config field '{name}' must be a non-empty list, got {value!r}")
+        return tuple(_coerce(args[0], item, name) for item in value)
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, int | float) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(hint)
+    if ok is None:
+        raise ConfigError(f"config field '{name}': unsupported type {hint!r}")
+    if not ok:
+        kind = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}[hint]
+        raise ConfigError(f"config field '{name}' must be {kind}, got {value!r}")
+    return float(value) if hint is float else value
+
+
+def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
+    """Read a YAML or JSON config file; ``overrides`` (not ``None``) replace its fields."""
+    import yaml
+
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML/JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of config fields, got {values!r}")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return TrainConfig.from_dict(values)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+
+
+# --------------------------------------------------------------------------- results
+@dataclass
+class RunResult:
+    """What a finished run produced: its folder, per-epoch metrics, front and best epoch."""
+
+    run_dir: Path
+    history: list[dict[str, Any]]
+    front: list[dict[str, Any]]
+    best_epoch: int
+    best_accuracy: float
+    best_macs_per_step: float
+
+
+@dataclass
+class _State:
+    """Everything a resumed run needs besides weights and optimiser (saved in checkpoints)."""
+
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    front: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+
+
+# ------------------------------------------------------------------------ data & model
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _datasets(config: TrainConfig) -> tuple[SequenceDataset, SequenceDataset, tuple[str, ...]]:
+    """Training sequences (new each epoch) and the fixed validation sequences."""
+    dataset = SpeechCommands(config.data)
+    task = kws_task(config.task)
+    train_examples = make_examples(dataset, "training", task, seed=config.seed)
+    val_examples = make_examples(dataset, "validation", task, seed=config.seed)
+    frontend = MFCC()
+    common = {
+        "frontend": frontend,
+        "background_paths": dataset.background_paths,
+        "config": config.sequence,
+        "silence_label": task.silence_index,
+    }
+    train_set = SequenceDataset(train_examples[: config.limit_train], seed=config.seed, **common)
+    val_set = SequenceDataset(
+        val_examples[: config.limit_val], seed=config.seed + 1, fixed=True, **common
+    )
+    return train_set, val_set, task.labels
+
+
+def _loader(dataset: SequenceDataset, config: TrainConfig, order: Iterable[int]) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        sampler=list(order),
+        collate_fn=collate_sequences,
+        num_workers=config.workers,
+        generator=torch.Generator(),  # keep the global RNG out of the loader
+    )
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The training order of one epoch: a permutation depending only on (seed, epoch)."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator).tolist()
+
+
+def _make_model(config: TrainConfig, num_classes: int) -> KWSModel:
+    torch.manual_seed(config.seed)
+    return build_kws_model(
+        config.model,  # type: ignore[arg-type]
+        num_classes=num_classes,
+        channels=config.channels,
+        dropout=config.dropout,
+        options=config.options,
+        shared_convs=config.shared_convs,
+        cost_adds=config.cost_adds,  # type: ignore[arg-type]
+    )
+
+
+def _optimizer(model: KWSModel, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam, lr for both groups, weight decay on the network only (the reference's recipe)."""
+    groups = [{"params": model.network_parameters(), "weight_decay": config.weight_decay}]
+    if model.architecture_parameters():
+        groups.append({"params": model.architecture_parameters(), "weight_decay": 0.0})
+    return torch.optim.Adam(groups, lr=config.lr)
+
+
+# ------------------------------------------------------------------------- statistics
+class _Tally:
+    """Running sums over the real steps of an epoch: loss, accuracy, MACs per step and class."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.steps = 0
+        self.correct = 0
+        self.loss = 0.0
+        self.macs = 0.0
+        self.class_macs = torch.zeros(num_classes, dtype=torch.float64)
+        self.class_steps = torch.zeros(num_classes, dtype=torch.float64)
+
+    def add(
+        self, logits: torch.Tensor, cost: torch.Tensor, batch: SequenceBatch, loss: float
+    ) -> None:
+        mask = batch.mask
+        labels = batch.labels[mask].cpu()
+        steps = int(mask.sum())
+        cost = cost[mask].cpu()
+        self.steps += steps
+        self.correct += int((logits[mask].argmax(-1).cpu() == labels).sum())
+        self.loss += loss * steps
+        self.macs += float(cost.sum())
+        self.class_macs.index_add_(0, labels, cost)
+        self.class_steps.index_add_(0, labels, torch.ones_like(cost))
+
+    def summary(self, prefix: str, labels: tuple[str, ...]) -> dict[str, Any]:
+        n = max(self.steps, 1)
+        per_class = self.class_macs / self.class_steps.clamp_min(1)
+        return {
+            f"{prefix}_loss": self.loss / n,
+            f"{prefix}_accuracy": self.correct / n,
+            f"{prefix}_macs_per_step": self.macs / n,
+            f"{prefix}_macs_per_class": {
+                label: float(v) if self.class_steps[i] else None
+                for i, (label, v) in enumerate(zip(labels, per_class, strict=True))
+            },
+        }
+
+
+@torch.no_grad()
+def evaluate(
+    model: KWSModel, batches: list[SequenceBatch], labels: tuple[str, ...]
+) -> dict[str, Any]:
+    """Accuracy, loss and MACs per step (overall and per class) with deterministic
+    architectures (the mode of each distribution)."""
+    model.eval()
+    tally = _Tally(len(labels))
+    for batch in batches:
+        out = model(batch.features)
+        mask = batch.mask
+        loss = torch.nn.functional.cross_entropy(out.logits[mask], batch.labels[mask])
+        tally.add(out.logits, out.cost, batch, float(loss))
+    return tally.summary("val", labels)
+
+
+# ------------------------------------------------------------------------ run folder
+def _atomic_write(path: Path, data: bytes) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            f.write(data)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    _atomic_write(path, buffer.getvalue())
+
+
+def _flat(row: dict[str, Any]) -> dict[str, Any]:
+    """Nested dicts flattened to ``outer/inner`` columns for CSV and TensorBoard."""
+    flat: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}/{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def _write_outputs(run_dir: Path, state: _State) -> None:
+    """Rewrite every file derived from the state: metrics, pareto.json, best.pt, front/."""
+    jsonl = "".join(json.dumps(row) + "\n" for row in state.history)
+    _atomic_write(run_dir / "metrics.jsonl", jsonl.encode())
+    text = io.StringIO()
+    if state.history:
+        rows = [_flat(row) for row in state.history]
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    _atomic_write(run_dir / "metrics.csv", text.getvalue().encode())
+    pareto = {"x": "val_macs_per_step", "y": "val_accuracy", "points": state.front}
+    _atomic_write(run_dir / "pareto.json", (json.dumps(pareto, indent=2) + "\n").encode())
+    keep = {point["checkpoint"] for point in state.front}
+    for stale in (run_dir / FRONT_DIR).glob("*.pt"):
+        if f"{FRONT_DIR}/{stale.name}" not in keep:
+            stale.unlink()
+    best = run_dir / BEST
+    if not state.best_epoch:
+        best.unlink(missing_ok=True)
+        return
+    temporary = run_dir / f".{BEST}.tmp"  # the best epoch is on the front: link its file
+    temporary.unlink(missing_ok=True)
+    os.link(run_dir / _front_name(state.best_epoch), temporary)
+    os.replace(temporary, best)
+
+
+def _front_name(epoch: int) -> str:
+    return f"{FRONT_DIR}/epoch-{epoch:04d}.pt"
+
+
+def _update_front(front: list[dict[str, Any]], point: dict[str, Any]) -> list[dict[str, Any]]:
+    """The front with ``point`` added unless dominated (cost ≤ and accuracy ≥, one strictly,
+    or an equal earlier point); points it dominates leave."""
+    x, y = point["val_macs_per_step"], point["val_accuracy"]
+
+    def covers(p: dict[str, Any]) -> bool:
+        return p["val_macs_per_step"] <= x and p["val_accuracy"] >= y
+
+    if any(covers(p) for p in front):
+        return front
+    survivors = [p for p in front if not (x <= p["val_macs_per_step"] and y >= p["val_accuracy"])]
+    return sorted([*survivors, point], key=lambda p: p["val_macs_per_step"])
+
+
+def _best_epoch(history: list[dict[str, Any]]) -> int:
+    """Model selection: highest validation accuracy, then fewest MACs, then earliest."""
+    best = min(history, key=lambda r: (-r["val_accuracy"], r["val_macs_per_step"], r["epoch"]))
+    return int(best["epoch"])
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _check_resumable(run_dir: Path, config: TrainConfig) -> None:
+    """Refuse to resume a folder that holds a run of another configuration."""
+    saved = json.loads((run_dir / "config.json").read_text())
+    current = config.to_dict()
+    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    changed = [k for k in changed if k not in RESUMABLE_CHANGES]
+    if changed:
+        raise ConfigError(
+            f"{run_dir} holds a run with a different configuration "
+            f"({', '.join(f'{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in changed)}); "
+            "use another --out, or the same configuration to resume"
+        )
+
+
+# ----------------------------------------------------------------------------- train
+def train(config: TrainConfig) -> RunResult:
+    """Train (or resume) the run ``config.out``; return its metrics, front and best epoch."""
+    config.validate()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = _device(config.device)
+    run_dir = Path(config.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / FRONT_DIR).mkdir(exist_ok=True)
+    checkpoint_path = run_dir / CHECKPOINT
+
+    train_set, val_set, labels = _datasets(config)
+    model = _make_model(config, len(labels)).to(device)
+    optimizer = _optimizer(model, config)
+    budget = make_budget(config.budget_mode, config.lam, config.budget)  # type: ignore[arg-type]
+    objective = SequenceObjective(budget, config.options)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    state = _State()
+    if checkpoint_path.is_file():
+        _check_resumable(run_dir, config)
+        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        objective.load_state_dict(checkpoint["objective"])
+        _set_rng_state(checkpoint["rng"])
+        state = _State(**checkpoint["state"])
+    _write_outputs(run_dir, state)  # drop whatever a killed epoch left behind
+    _atomic_write(run_dir / "config.json", (json.dumps(config.to_dict(), indent=2) + "\n").encode())
+
+    val_batches = [b.to(device) for b in _loader(val_set, config, range(len(val_set)))]
+    writer = SummaryWriter(run_dir / "tensorboard", purge_step=state.epoch + 1)
+    try:
+        for epoch in range(state.epoch + 1, config.epochs + 1):
+            started = time.perf_counter()
+            row = {
+                "epoch": epoch,
+                **_train_epoch(
+                    model, optimizer, objective, train_set, config, epoch, labels, device
+                ),
+            }
+            row.update(evaluate(model, val_batches, labels))
+            row["seconds"] = time.perf_counter() - started
+            state.epoch = epoch
+            state.history.append(row)
+            for key, value in _flat(row).items():
+                if key != "epoch" and isinstance(value, int | float):
+                    writer.add_scalar(key, value, epoch)
+            point = {
+                "epoch": epoch,
+                "val_macs_per_step": row["val_macs_per_step"],
+                "val_accuracy": row["val_accuracy"],
+                "checkpoint": _front_name(epoch),
+            }
+            front = _update_front(state.front, point)
+            if point in front:
+                _atomic_save(
+                    {"model": model.state_dict(), "epoch": epoch}, run_dir / point["checkpoint"]
+                )
+            state.front = front
+            state.best_epoch = _best_epoch(state.history)
+            _atomic_save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "objective": objective.state_dict(),
+                    "rng": _rng_state(),
+                    "state": asdict(state),
+                },
+                checkpoint_path,
+            )
+            _write_outputs(run_dir, state)
+    finally:
+        writer.close()
+    best = next(r for r in state.history if r["epoch"] == state.best_epoch)
+    return RunResult(
+        run_dir=run_dir,
+        history=state.history,
+        front=state.front,
+        best_epoch=state.best_epoch,
+        best_accuracy=best["val_accuracy"],
+        best_macs_per_step=best["val_macs_per_step"],
+    )
+
+
+def _train_epoch(
+    model: KWSModel,
+    optimizer: torch.optim.Optimizer,
+    objective: SequenceObjective,
+    train_set: SequenceDataset,
+    config: TrainConfig,
+    epoch: int,
+    labels: tuple[str, ...],
+    device: torch.device,
+) -> dict[str, Any]:
+    """One pass over freshly drawn training sequences; returns the epoch's train metrics."""
+    model.train()
+    train_set.set_epoch(epoch)
+    loader = _loader(train_set, config, _epoch_order(len(train_set), config.seed, epoch))
+    tally = _Tally(len(labels))
+    sums = {"arch_loss": 0.0, "penalty": 0.0, "baseline": 0.0}
+    probs = torch.zeros(model.net.num_stochastic, dtype=torch.float64)
+    batches = 0
+    bar = tqdm(
+        loader, desc=f"epoch {epoch}/{config.epochs}", disable=not config.progress, unit="batch"
+    )
+    for batch in bar:
+        batch = batch.to(device)
+        out = model(batch.features)
+        loss, stats = objective(out, batch.labels, batch.mask)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        tally.add(out.logits.detach(), out.cost, batch, stats.task_loss)
+        for key in sums:
+            sums[key] += getattr(stats, key)
+        if out.probs is not None:
+            probs += out.probs.detach()[batch.mask].mean(0).double().cpu()
+        batches += 1
+        bar.set_postfix(loss=f"{stats.task_loss:.3f}", macs=f"{stats.cost:.3g}")
+    row = tally.summary("train", labels)
+    row.update({key: value / max(batches, 1) for key, value in sums.items()})
+    row["lam"] = float(objective.budget.lam)
+    if config.model in ("bsn", "sanas"):
+        row["node_probability"] = {
+            name: float(p) / max(batches, 1)
+            for name, p in zip(model.net.stochastic_names, probs, strict=True)
+        }
+    return row
+
+
+# ------------------------------------------------------------------------------ load
+def load_run(
+    run_dir: str | os.PathLike[str], which: Literal["best", "last"] = "best"
+) -> tuple[KWSModel, TrainConfig]:
+    """The model of a run folder (its best epoch, or the last checkpoint) in eval mode,
+    and its configuration."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no config.json; not a training run folder")
+    config = TrainConfig.from_dict(json.loads(config_path.read_text()))
+    weights = run_dir / (BEST if which == "best" else CHECKPOINT)
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: missing; has the run finished an epoch?")
+    model = _make_model(config, kws_task(config.task).num_classes)
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=False)["model"])
+    return model.eval(), config
+
+
+__all__ = [
+    "ConfigError",
+    "RunResult",
+    "TrainConfig",
+    "evaluate",
+    "load_config",
+    "load_run",
+    "train",
+]
