@@ -29,11 +29,15 @@ def main() -> None:
     net = build_model(args.model).eval()
     table = measure_latency_table(net, batch_size=args.batch_size, repeats=30)
     fit = latency_fit(net, table, architectures=args.architectures, repeats=30)
-    print(f"latency table: {args.model}, batch {args.batch_size}, {table.device}, {args.threads} thread(s)")
+    print(f"latency table: {args.model}, batch {args.batch_size}, {table.device}")
+    print(f"threads: {args.threads}")
     print(f"{'node':<12} {'ms':>8}")
     for name, seconds in table.per_node_s.items():
         print(f"{name:<12} {seconds * 1e3:>8.3f}")
-    print(f"fixed overhead {table.base_s * 1e3:.3f} ms + {table.overhead_s * 1e3:.3f} ms per used node")
+    print(
+        f"calibration: {table.base_s * 1e3:.3f} ms + {table.scale:.2f} × Σ node times "
+        f"+ {table.overhead_s * 1e3:.3f} ms per used node"
+    )
     print(
         f"{fit['architectures']:.0f} random sub-architectures: "
         f"{fit['within_10pct']:.0%} predicted within ±10%, "

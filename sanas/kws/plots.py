@@ -46,11 +46,22 @@ def plot_cost_accuracy(points: Sequence[ModelPoint], path: str | Path) -> Path:
         macs = [p.macs_per_step for p in chosen]
         marker = markers.get(family, "D")
         axes.plot(macs, [p.correct for p in chosen], marker=marker, label=f"{family}: correct")
-        axes.plot(macs, [p.matched for p in chosen], marker=marker, linestyle=":", alpha=0.6,
-                  label=f"{family}: matched")
+        axes.plot(
+            macs,
+            [p.matched for p in chosen],
+            marker=marker,
+            linestyle=":",
+            alpha=0.6,
+            label=f"{family}: matched",
+        )
         for p in chosen:
-            axes.annotate(p.name, (p.macs_per_step, p.correct), fontsize=7,
-                          textcoords="offset points", xytext=(3, 3))
+            axes.annotate(
+                p.name,
+                (p.macs_per_step, p.correct),
+                fontsize=7,
+                textcoords="offset points",
+                xytext=(3, 3),
+            )
     axes.set_xscale("log")
     axes.set_xlabel("MACs per step (200 ms)")
     axes.set_ylabel("% of ground-truth words")
@@ -95,8 +106,13 @@ def plot_stream_timeline(
     figure = Figure(figsize=(12, 7))
     spec_ax, macs_ax, nodes_ax = figure.subplots(3, 1, sharex=True, height_ratios=[2, 1, 1.4])
     seconds = log_mel.shape[0] / 100.0
-    spec_ax.imshow(log_mel.T, origin="lower", aspect="auto", extent=(0, seconds, 0, log_mel.shape[1]),
-                   cmap="magma")
+    spec_ax.imshow(
+        log_mel.T,
+        origin="lower",
+        aspect="auto",
+        extent=(0, seconds, 0, log_mel.shape[1]),
+        cmap="magma",
+    )
     for word, time_ms in ground_truth:
         spec_ax.axvline(time_ms / 1000, color="cyan", linewidth=0.8)
         spec_ax.text(time_ms / 1000, log_mel.shape[1] * 0.9, word, color="cyan", fontsize=7)
@@ -109,9 +125,14 @@ def plot_stream_timeline(
     macs_ax.step(step_end, step_macs, where="post")
     macs_ax.set_yscale("symlog", linthresh=1e5)
     macs_ax.set_ylabel("MACs / step")
-    nodes_ax.imshow(used.T.astype(float), aspect="auto", interpolation="nearest", cmap="Greys",
-                    extent=(step_end[0] - 0.2, step_end[-1], -0.5, len(node_names) - 0.5),
-                    origin="lower")
+    nodes_ax.imshow(
+        used.T.astype(float),
+        aspect="auto",
+        interpolation="nearest",
+        cmap="Greys",
+        extent=(step_end[0] - 0.2, step_end[-1], -0.5, len(node_names) - 0.5),
+        origin="lower",
+    )
     nodes_ax.set_yticks(range(len(node_names)), node_names, fontsize=7)
     nodes_ax.set_xlabel("time (s)")
     nodes_ax.set_ylabel("used nodes")

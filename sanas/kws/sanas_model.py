@@ -26,11 +26,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sanas.kws.data.sequences import IGNORE_INDEX
-from sanas.kws.models import FEATURES_DIM, cnn_trad_fpool3
+from sanas.kws.models import cnn_trad_fpool3
 from sanas.kws.sequence_forward import (
+    STEP_FRAMES,
+    WINDOW_FRAMES,
     cut_windows,
-    forward_windows_plain,
-    forward_windows_shared,
     precompute_trunk,
 )
 from sanas.supernet.budgets import BudgetObjective
@@ -39,7 +39,7 @@ from sanas.supernet.costs import MacsCost
 from sanas.supernet.distributions import ArchitectureDistribution, StaticArchitecture
 from sanas.supernet.estimators import MovingAverageBaseline, reinforce_loss, returns_to_go
 from sanas.supernet.executors import run_masked
-from sanas.supernet.graph import SuperNetOutput, SuperNetwork
+from sanas.supernet.graph import SuperNetwork
 
 ModelKind = Literal["static", "static-shortcuts", "bsn", "sanas"]
 MODEL_KINDS: tuple[str, ...] = ("static", "static-shortcuts", "bsn", "sanas")
@@ -114,6 +114,28 @@ class KWSOutput:
     probs: Tensor | None
 
 
+def frames_for(steps: int) -> int:
+    """Frames that hold ``steps`` windows."""
+    return WINDOW_FRAMES + STEP_FRAMES * (steps - 1)
+
+
+def length_groups(mask: Tensor | None, features: Tensor) -> list[tuple[Tensor, int]]:
+    """Rows of a batch grouped by number of real steps, longest first: [(rows, steps)].
+
+    ``mask`` (B, T) marks real steps as a prefix of each row; ``None``: every window of
+    ``features`` (B, frames, coeffs) is real.
+    """
+    if mask is None:
+        steps = cut_windows(features).shape[1]
+        return [(torch.arange(features.shape[0], device=features.device), steps)]
+    lengths = mask.sum(dim=1).cpu()
+    return [
+        ((lengths == n).nonzero().squeeze(1).to(mask.device), n)
+        for n in sorted(set(lengths.tolist()), reverse=True)
+        if n > 0
+    ]
+
+
 class KWSModel(nn.Module):
     """Base class: a super network run on every window of a feature sequence.
 
@@ -134,6 +156,7 @@ class KWSModel(nn.Module):
         self.options = options or SANASOptions()
         self.shared_convs = shared_convs
         self.cost = MacsCost(net, adds=cost_adds)
+        self.num_classes = net.output_shapes[net.output_name][0]
 
     def network_parameters(self) -> list[nn.Parameter]:
         """Weights of the super network (trained by backprop, with weight decay)."""
@@ -151,16 +174,40 @@ class KWSModel(nn.Module):
         """The classifier's output, through a ReLU when ``logit_relu`` (the reference)."""
         return F.relu(output) if self.options.logit_relu else output
 
-    def run_windows(self, features: Tensor, used: Tensor) -> SuperNetOutput:
-        """All windows at once for architectures fixed in advance, (B, T, N) ``used``."""
-        run = forward_windows_shared if self.shared_convs else forward_windows_plain
-        return run(self.net, features, used)
+    def run_windows(self, features: Tensor, used: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Logits of every window for architectures fixed in advance, (B, T, N) ``used``.
+
+        Windows where ``mask`` (B, T) is false are padding: they are not computed and their
+        logits are 0. Sequences run in groups of equal length, each cut to its real frames,
+        so that padded frames are not convolved either. With ``shared_convs`` the
+        convolutions run once per sequence instead of once per window.
+        """
+        batch, steps = used.shape[:2]
+        logits = features.new_zeros(batch, steps, self.num_classes)
+        for rows, n in length_groups(mask, features):
+            sequences = features[rows, : frames_for(n)]
+            precomputed = (
+                precompute_trunk(self.net, sequences).windows() if self.shared_convs else None
+            )
+            windows = cut_windows(sequences).flatten(0, 1)
+            output = run_masked(self.net, windows, used[rows, :n].flatten(0, 1), precomputed)
+            logits[rows, :n] = output.output.view(len(rows), n, -1)
+        return self.logits(logits)
 
     def _fixed(
-        self, features: Tensor, used: Tensor, log_prob: Tensor | None, probs: Tensor | None
+        self,
+        features: Tensor,
+        used: Tensor,
+        mask: Tensor | None,
+        log_prob: Tensor | None = None,
+        probs: Tensor | None = None,
     ) -> KWSOutput:
-        result = self.run_windows(features, used)
-        return KWSOutput(self.logits(result.output), used, log_prob, self.step_costs(used), probs)
+        if mask is not None:
+            used = used & mask.unsqueeze(-1)
+            log_prob = None if log_prob is None else log_prob * mask
+            probs = None if probs is None else probs * mask.unsqueeze(-1)
+        logits = self.run_windows(features, used, mask)
+        return KWSOutput(logits, used, log_prob, self.step_costs(used), probs)
 
     def _reduce(self, distribution: ArchitectureDistribution, architecture: Tensor) -> Tensor:
         log_prob = distribution.log_prob(architecture)
@@ -168,18 +215,23 @@ class KWSModel(nn.Module):
             log_prob = log_prob / architecture.shape[-1]
         return log_prob
 
-    def forward(self, features: Tensor) -> KWSOutput:  # pragma: no cover - abstract
+    def forward(self, features: Tensor, mask: Tensor | None = None) -> KWSOutput:
+        """Run every window of (B, frames, 40) ``features``.
+
+        ``mask`` (B, T) marks real steps (a prefix of each row, as batches are padded at
+        the end); padded steps are then skipped: no compute, logits 0, nothing used, cost
+        0. Without it every window runs, padding included, as in the reference.
+        """
         raise NotImplementedError
 
 
 class StaticKWS(KWSModel):
     """Every node on at every step: cnn-trad-fpool3, with or without its shortcuts."""
 
-    def forward(self, features: Tensor) -> KWSOutput:
-        """Per-step logits of every window of ``features`` (B, frames, 40)."""
+    def forward(self, features: Tensor, mask: Tensor | None = None) -> KWSOutput:
         batch, steps = features.shape[0], cut_windows(features).shape[1]
         used = self.net.used(None, batch * steps).view(batch, steps, -1)
-        return self._fixed(features, used, None, None)
+        return self._fixed(features, used, mask)
 
 
 class BSNKWS(KWSModel):
@@ -196,15 +248,14 @@ class BSNKWS(KWSModel):
     def architecture_parameters(self) -> list[nn.Parameter]:
         return list(self.distribution.parameters())
 
-    def forward(self, features: Tensor) -> KWSOutput:
-        """Per-step logits with sampled (training) or deterministic (evaluation) architectures."""
+    def forward(self, features: Tensor, mask: Tensor | None = None) -> KWSOutput:
         batch, steps = features.shape[0], cut_windows(features).shape[1]
         distribution = self.distribution(batch * steps)
         architecture = distribution.sample() if self.training else distribution.mode()
         used = self.net.used(architecture, batch * steps).view(batch, steps, -1)
         log_prob = self._reduce(distribution, architecture).view(batch, steps)
         probs = distribution.probs.view(batch, steps, -1)
-        return self._fixed(features, used, log_prob, probs)
+        return self._fixed(features, used, mask, log_prob, probs)
 
 
 class SANASKWS(KWSModel):
@@ -212,7 +263,9 @@ class SANASKWS(KWSModel):
 
     Steps run one after the other (step t's architecture depends on step t−1's features);
     with ``shared_convs`` the convolutions of the whole sequence are computed once and
-    each step takes its rows. The state starts from z_0 for every sequence.
+    each step takes its rows. The state starts from z_0 for every sequence. With a
+    ``mask``, sequences are sorted by length so that the ones still running at step t
+    are a prefix of the batch, and only those are computed.
     """
 
     def __init__(
@@ -235,34 +288,57 @@ class SANASKWS(KWSModel):
     def architecture_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.controller.parameters() if p.requires_grad]
 
-    def forward(self, features: Tensor) -> KWSOutput:
-        """Per-step logits, the controller sampling (training) or taking the mode (evaluation)."""
+    def forward(self, features: Tensor, mask: Tensor | None = None) -> KWSOutput:
         windows = cut_windows(features)
         batch, steps = windows.shape[:2]
-        trunk = precompute_trunk(self.net, features) if self.shared_convs else None
-        logits, used, log_probs, probs = [], [], [], []
+        groups = length_groups(mask, features)  # longest first
+        order = torch.cat([rows for rows, _ in groups])
+        windows = windows[order]
+        trunks = []
+        if self.shared_convs:
+            trunks = [
+                precompute_trunk(self.net, features[rows, : frames_for(n)]) for rows, n in groups
+            ]
+        sizes = [len(rows) for rows, _ in groups]
+        logits = features.new_zeros(batch, steps, self.num_classes)
+        used = torch.zeros(
+            batch, steps, self.net.num_nodes, dtype=torch.bool, device=features.device
+        )
+        log_prob = features.new_zeros(batch, steps)
+        probs = features.new_zeros(batch, steps, self.net.num_stochastic)
         hidden: Tensor | None = None
         previous: Tensor | None = None
-        for t in range(steps):
-            distribution, hidden = self.controller.step(previous, hidden, batch)
+        for t in range(groups[0][1] if groups else 0):
+            active = [g for g, (_, n) in enumerate(groups) if n > t]  # a prefix of the groups
+            n = sum(sizes[g] for g in active)
+            if hidden is not None and previous is not None:
+                hidden, previous = hidden[:n], previous[:n]
+            distribution, hidden = self.controller.step(previous, hidden, n)
             architecture = distribution.sample() if self.training else distribution.mode()
-            used_t = self.net.used(architecture, batch)
-            precomputed = trunk.window(t) if trunk is not None else None
-            result = run_masked(self.net, windows[:, t], used_t, precomputed=precomputed)
+            used_t = self.net.used(architecture, n)
+            precomputed = None
+            if trunks:
+                parts = [trunks[g].window(t) for g in active]
+                precomputed = (
+                    parts[0]
+                    if len(parts) == 1
+                    else {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+                )
+            result = run_masked(self.net, windows[:n, t], used_t, precomputed=precomputed)
             previous = result.features[FEATURE_TAP]
             if self.options.detach_features:
                 previous = previous.detach()
-            logits.append(result.output)
-            used.append(used_t)
-            log_probs.append(self._reduce(distribution, architecture))
-            probs.append(distribution.probs)
-        used_all = torch.stack(used, dim=1)
+            logits[:n, t] = result.output
+            used[:n, t] = used_t
+            log_prob[:n, t] = self._reduce(distribution, architecture)
+            probs[:n, t] = distribution.probs
+        inverse = torch.argsort(order)
         return KWSOutput(
-            self.logits(torch.stack(logits, dim=1)),
-            used_all,
-            torch.stack(log_probs, dim=1),
-            self.step_costs(used_all),
-            torch.stack(probs, dim=1),
+            self.logits(logits[inverse]),
+            used[inverse],
+            log_prob[inverse],
+            self.step_costs(used[inverse]),
+            probs[inverse],
         )
 
 
@@ -282,7 +358,6 @@ def build_kws_model(
     net = cnn_trad_fpool3(
         num_classes=num_classes, shortcuts=kind != "static", dropout=dropout, channels=channels
     )
-    assert net.output_shapes[FEATURE_TAP] == (FEATURES_DIM,)
     common = {"options": options, "shared_convs": shared_convs, "cost_adds": cost_adds}
     if kind == "bsn":
         return BSNKWS(net, **common)
@@ -343,7 +418,7 @@ class SequenceObjective:
         self.budget.update(output.cost[mask])
         stats = ObjectiveStats(
             task_loss=float(task_loss.detach()),
-            arch_loss=float(arch_loss),
+            arch_loss=float(arch_loss.detach()),
             cost=mean_cost,
             penalty=float(penalty[mask].mean()) if mask.any() else 0.0,
             baseline=float(baseline),

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
@@ -47,6 +48,17 @@ _POINTWISE = (
 def cut_windows(features: Tensor, step: int = STEP_FRAMES, window: int = WINDOW_FRAMES) -> Tensor:
     """(batch, frames, coeffs) → (batch, steps, 1, window, coeffs) windows every ``step`` frames."""
     return features.unfold(1, window, step).permute(0, 1, 3, 2).unsqueeze(2)
+
+
+def channels_last(x: Tensor) -> Tensor:
+    """A copy of ``x`` (batch, C, T, W) with channels-last strides, gradients flowing.
+
+    Convolutions then return channels-last outputs, on which PyTorch's CPU max-pooling over
+    frequency (cnn-trad-fpool3's (1, 3) pool) runs about 15x faster than in NCHW. With one
+    channel both layouts hold the same bytes, so ``Tensor.contiguous`` would keep the NCHW
+    strides: the copy sets the strides explicitly.
+    """
+    return torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
 
 
 def slides_in_time(module: nn.Module) -> bool:
@@ -175,7 +187,7 @@ def precompute_trunk(
     frames = features.shape[1]
     if frames < layout.window:
         raise ValueError(f"{frames} frames: shorter than a window of {layout.window} frames")
-    values = {net.input_name: features.unsqueeze(1)}
+    values = {net.input_name: channels_last(features.unsqueeze(1))}
     for name in layout.nodes:
         values[name] = net.nodes[name].module(values[layout.inputs[name]])
     steps = (frames - layout.window) // step + 1

@@ -27,6 +27,7 @@ Library use::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -68,7 +69,8 @@ CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
 FRONT_DIR = "front"
 BUDGET_MODES = ("linear", "hinge", "constrained")
-# Fields that may differ when a run is resumed: they change nothing in the result.
+# Fields that may change when a run resumes: they do not change what is computed (threads
+# and device may still change float rounding).
 RESUMABLE_CHANGES = frozenset({"epochs", "device", "progress", "workers", "threads"})
 
 
@@ -85,9 +87,11 @@ class TrainConfig:
     λ·max(0, C − budget) (BSN) or constrained (λ learned so that E[C] ≤ budget).
     ``channels``: conv width (64 = the paper; 16 or 32 for CPU runs). ``shared_convs``:
     compute the convolutions once per sequence instead of once per window. ``threads``:
-    torch CPU threads (0: torch's default). ``limit_train`` / ``limit_val``: use only the
-    first N examples (quick runs). ``sequence``: how training sequences are drawn;
-    ``options``: the SANAS reference quirks (:class:`SANASOptions`).
+    torch CPU threads (0: torch's default); 1 is fastest on a shared or busy machine, where
+    a second thread mostly waits for its core. ``workers``: processes preparing sequences
+    (MFCC) beside training (0: in the training process). ``limit_train`` / ``limit_val``:
+    use only the first N examples (quick runs). ``sequence``: how training sequences are
+    drawn; ``options``: the SANAS reference quirks (:class:`SANASOptions`).
     """
 
     data: str = ""
@@ -107,8 +111,8 @@ class TrainConfig:
     shared_convs: bool = True
     task: str = "12"
     cost_adds: str = "reference"
-    threads: int = 0
-    workers: int = 0
+    threads: int = 1
+    workers: int = 1
     limit_train: int | None = None
     limit_val: int | None = None
     progress: bool = True
@@ -206,6 +210,9 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
         if not isinstance(value, list | tuple) or not value:
             raise ConfigError(f"config field '{name}' must be a non-empty list, got {value!r}")
         return tuple(_coerce(args[0], item, name) for item in value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-8 (no dot) as a string
+        with contextlib.suppress(ValueError):
+            value = float(value)
     ok = {
         bool: isinstance(value, bool),
         int: isinstance(value, int) and not isinstance(value, bool),
@@ -225,9 +232,10 @@ def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
     import yaml
 
     path = Path(path)
+    text = path.read_text()
     try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
+        values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text) or {}
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
         raise ConfigError(f"{path}: not valid YAML/JSON: {error}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of config fields, got {values!r}")
@@ -306,7 +314,6 @@ def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 
 
 def _make_model(config: TrainConfig, num_classes: int) -> KWSModel:
-    torch.manual_seed(config.seed)
     return build_kws_model(
         config.model,  # type: ignore[arg-type]
         num_classes=num_classes,
@@ -375,7 +382,7 @@ def evaluate(
     model.eval()
     tally = _Tally(len(labels))
     for batch in batches:
-        out = model(batch.features)
+        out = model(batch.features, batch.mask)
         mask = batch.mask
         loss = torch.nn.functional.cross_entropy(out.logits[mask], batch.labels[mask])
         tally.add(out.logits, out.cost, batch, float(loss))
@@ -497,27 +504,40 @@ def _check_resumable(run_dir: Path, config: TrainConfig) -> None:
 
 # ----------------------------------------------------------------------------- train
 def train(config: TrainConfig) -> RunResult:
-    """Train (or resume) the run ``config.out``; return its metrics, front and best epoch."""
+    """Train (or resume) the run ``config.out``; return its metrics, front and best epoch.
+
+    Seeds torch, numpy and random with ``config.seed``; sets torch's CPU threads to
+    ``config.threads`` for the run and restores them after.
+    """
     config.validate()
+    threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
+    try:
+        return _train(config)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(config: TrainConfig) -> RunResult:
     device = _device(config.device)
     run_dir = Path(config.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / FRONT_DIR).mkdir(exist_ok=True)
     checkpoint_path = run_dir / CHECKPOINT
 
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
     train_set, val_set, labels = _datasets(config)
     model = _make_model(config, len(labels)).to(device)
     optimizer = _optimizer(model, config)
     budget = make_budget(config.budget_mode, config.lam, config.budget)  # type: ignore[arg-type]
     objective = SequenceObjective(budget, config.options)
-    random.seed(config.seed)
-    np.random.seed(config.seed)
     state = _State()
     if checkpoint_path.is_file():
         _check_resumable(run_dir, config)
-        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         objective.load_state_dict(checkpoint["objective"])
@@ -599,12 +619,14 @@ def _train_epoch(
     sums = {"arch_loss": 0.0, "penalty": 0.0, "baseline": 0.0}
     probs = torch.zeros(model.net.num_stochastic, dtype=torch.float64)
     batches = 0
+    # The reference baseline averages padded steps in, so they must run; otherwise skip them.
+    padded = config.model in ("bsn", "sanas") and config.options.baseline == "ema_reference"
     bar = tqdm(
         loader, desc=f"epoch {epoch}/{config.epochs}", disable=not config.progress, unit="batch"
     )
     for batch in bar:
         batch = batch.to(device)
-        out = model(batch.features)
+        out = model(batch.features, None if padded else batch.mask)
         loss, stats = objective(out, batch.labels, batch.mask)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -81,7 +81,11 @@ def test_params_cost_counts_weights_or_bytes() -> None:
 
 
 def test_activation_memory_is_the_peak_of_a_topological_run_that_frees_early() -> None:
-    nodes = [dense_node("a", "in", 4, 100), dense_node("b", "a", 100, 10), dense_node("c", "b", 10, 2)]
+    nodes = [
+        dense_node("a", "in", 4, 100),
+        dense_node("b", "a", 100, 10),
+        dense_node("c", "b", 10, 2),
+    ]
     net = SuperNetwork("in", (4,), nodes, output="c")
     peak = build_cost("activation_memory", net)(net.used(None, 1)).item()
     # in (16 B) is kept; a (400 B) and b (40 B) coexist while b is computed; then a is freed

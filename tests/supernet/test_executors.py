@@ -83,7 +83,9 @@ def test_precomputed_outputs_replace_the_module_call() -> None:
     for run in (run_masked, run_skipping):
         expected = run(net, x, used, precomputed={"a": net.nodes["a"].module(x)}).output
         assert torch.allclose(run(net, x, used).output, expected)
-        assert not torch.allclose(run(net, x, used, precomputed={"a": replacement}).output, expected)
+        assert not torch.allclose(
+            run(net, x, used, precomputed={"a": replacement}).output, expected
+        )
 
 
 def test_executors_agree_on_the_keyword_spotting_super_network() -> None:

@@ -21,7 +21,9 @@ def chain(*names: str) -> list[Node]:
 
 def test_nodes_are_ordered_topologically_and_shapes_found_by_dry_run() -> None:
     net = diamond()
-    assert net.order.index("a") < net.order.index("c") < net.order.index("e") < net.order.index("out")
+    assert (
+        net.order.index("a") < net.order.index("c") < net.order.index("e") < net.order.index("out")
+    )
     assert net.output_shapes["d"] == (8,)
     assert net.output_shapes["out"] == (3,)
     assert net.stochastic_names == ("a", "b", "c", "d", "e", "out")
@@ -40,16 +42,18 @@ def test_unknown_input_is_rejected_naming_the_node() -> None:
 
 def test_node_that_does_not_lead_to_the_output_is_dangling() -> None:
     nodes = [*chain("a", "b"), Node("orphan", ["a"], nn.Linear(4, 4))]
-    with pytest.raises(GraphError, match="node 'orphan' is dangling: it does not lead to the output"):
+    with pytest.raises(
+        GraphError, match=r"node 'orphan' is dangling: it does not lead to the output"
+    ):
         SuperNetwork("in", (4,), nodes, output="b")
 
 
-def test_node_unreachable_from_input_is_dangling() -> None:
+def test_nodes_feeding_each_other_away_from_the_input_are_a_cycle() -> None:
     nodes = [
         Node("island", ["island_src"], nn.Linear(4, 4)),
         Node("island_src", ["island"], nn.Linear(4, 4)),
     ]
-    with pytest.raises(GraphError, match="cycle|dangling"):
+    with pytest.raises(GraphError, match=r"cycle through node 'island"):
         SuperNetwork("in", (4,), [*chain("a"), *nodes], output="a")
 
 

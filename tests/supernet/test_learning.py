@@ -51,14 +51,18 @@ def test_reinforce_converges_to_the_exact_gradient_of_the_expected_cost() -> Non
 
     logits = torch.tensor([0.3, -0.8, 1.2, 0.0, 2.0, -0.4], requires_grad=True)
     architectures = net.all_architectures()
-    exact_value = (ArchitectureDistribution(logits).log_prob(architectures).exp() * objective(architectures)).sum()
+    exact_value = (
+        ArchitectureDistribution(logits).log_prob(architectures).exp() * objective(architectures)
+    ).sum()
     (exact,) = torch.autograd.grad(exact_value, logits)
 
     samples = 400_000
     dist = ArchitectureDistribution(logits.expand(samples, -1))
     h = dist.sample()
     cost = objective(h)
-    (estimate,) = torch.autograd.grad(reinforce_loss(dist.log_prob(h), cost, batch_mean_baseline(cost)), logits)
+    (estimate,) = torch.autograd.grad(
+        reinforce_loss(dist.log_prob(h), cost, batch_mean_baseline(cost)), logits
+    )
     assert torch.allclose(estimate, exact, atol=0.02 * exact.abs().max().item())
     assert (estimate - exact).norm() < 0.02 * exact.norm()
 
@@ -76,7 +80,9 @@ def test_reinforce_ignores_padded_steps() -> None:
 def test_moving_average_baseline_is_bias_corrected_and_masked() -> None:
     baseline = MovingAverageBaseline(decay=0.9)
     assert baseline.value == 0.0
-    assert baseline.update(torch.tensor([10.0, 20.0, 999.0]), torch.tensor([1, 1, 0])) == pytest.approx(15.0)
+    assert baseline.update(
+        torch.tensor([10.0, 20.0, 999.0]), torch.tensor([1, 1, 0])
+    ) == pytest.approx(15.0)
     second = baseline.update(torch.tensor([25.0]))
     assert second == pytest.approx((0.9 * 0.1 * 15 + 0.1 * 25) / (0.9 * 0.1 + 0.1))
 

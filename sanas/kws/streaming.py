@@ -1,0 +1,548 @@
+"""Streaming inference: audio chunks in, one posterior row per 200 ms step out, computing
+only what is new.
+
+The engine runs a trained super network (static, BSN or SANAS) over live audio at batch
+size 1, or over many streams at once, and does real work only where the papers count it:
+
+- **Features, incrementally.** An MFCC frame k is the 480-sample window centred on sample
+  160·k. The engine keeps the audio tail and runs the frontend on tail + new chunk, keeping
+  the frames whose window lies entirely inside, so every frame equals the frontend's frame
+  over the whole stream -- the stream's first frames too, as the engine starts from the
+  same zero padding that the frontend's centring adds. Frame k is known once sample
+  160·k + 240 has arrived (15 ms look-ahead), so with 200 ms chunks step t is emitted after
+  chunk t + 6, not t + 5. The frontend's last frames, centred within 240 samples of the
+  end, see the zero padding of the end: :meth:`MultiStreamEngine.flush` adds it, and then
+  the stream has exactly the frontend's frames and windows.
+- **Row caches.** conv_0 and conv_1 have stride 1 in time and no time pooling (the trunk of
+  :func:`~sanas.kws.sequence_forward.trunk_layout`): row r of step t's output is row
+  20·t + r of the stream. Each stream keeps the rows of the last window each trunk node
+  computed; a step computes only the rows it lacks: 20 per node when the node ran at the
+  previous step, more when it was off in between (all of them after 5 steps off).
+- **Skipping.** The step's used set comes from a policy (:class:`ArchitecturePolicy`); the
+  network runs through :func:`~sanas.supernet.executors.run_skipping` with the trunk rows
+  as ``precomputed`` outputs, so no unused node's module is ever called.
+- **MACs.** Each step reports the paper's per-window count (:class:`MacsCost` on the used
+  set, the reference accounting) and the MACs actually executed (trunk nodes charged per
+  computed row): for a static cnn-trad-fpool3 step with warm caches, 6.76M (conv_0) +
+  26.2M (conv_1) + 1.2M (lin_0) + 5.6K instead of 124.6M.
+- **Many streams.** :class:`MultiStreamEngine` keeps state per stream and batches the
+  streams whose current step has the same used set and the same missing rows.
+
+Outputs equal the window-by-window computation
+(:func:`~sanas.kws.sequence_forward.forward_windows_plain` on the frontend's features over
+the whole stream) to float rounding. The network must be in eval mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from sanas.kws.features import MFCC, LogMel
+from sanas.kws.sequence_forward import STEP_FRAMES, TrunkLayout, channels_last, trunk_layout
+from sanas.supernet.costs import MacsCost
+from sanas.supernet.executors import run_skipping
+from sanas.supernet.graph import SuperNetwork
+
+AudioChunk = np.ndarray | Tensor
+
+
+# ----------------------------------------------------------------------------- policies
+class ArchitecturePolicy(Protocol):
+    """Chooses the architecture of the next step of a batch of streams.
+
+    ``previous``: the feature taps of their previous step, (batch, F), or ``None`` at the
+    first step; ``state``: what the policy returned for them at their previous step, stacked
+    along dim 0 (``None`` at the first step). Returns (batch, S) {0,1} architectures over
+    the stochastic nodes and the new state (``None`` for a stateless policy).
+    """
+
+    def __call__(
+        self, previous: Tensor | None, state: Tensor | None, batch: int
+    ) -> tuple[Tensor, Tensor | None]: ...
+
+
+class FixedPolicy:
+    """The same architecture at every step, e.g. a BSN's deterministic architecture (a
+    static model needs no policy: the engine's default turns every node on)."""
+
+    def __init__(self, architecture: Tensor) -> None:
+        self.architecture = torch.as_tensor(architecture)
+
+    def __call__(
+        self, previous: Tensor | None, state: Tensor | None, batch: int
+    ) -> tuple[Tensor, Tensor | None]:
+        return self.architecture.expand(batch, -1), None
+
+
+class ArchitectureController(Protocol):
+    """What a SANAS controller offers the engine (:class:`RecurrentController`)."""
+
+    def select(
+        self,
+        prev_features: Tensor | None,
+        hidden: Tensor | None,
+        batch_size: int | None = None,
+        deterministic: bool = True,
+    ) -> tuple[Tensor, Tensor]: ...
+
+
+class ControllerPolicy:
+    """SANAS: a recurrent controller picks each step's architecture from the previous
+    step's features (its mode by default, as in evaluation)."""
+
+    def __init__(self, controller: ArchitectureController, deterministic: bool = True) -> None:
+        self.controller = controller
+        self.deterministic = deterministic
+
+    def __call__(
+        self, previous: Tensor | None, state: Tensor | None, batch: int
+    ) -> tuple[Tensor, Tensor | None]:
+        return self.controller.select(previous, state, batch, self.deterministic)
+
+
+class ScheduledPolicy:
+    """Step t of every stream uses ``architectures[t % len(architectures)]``: a replayed
+    schedule (tests, benchmarks of a given mix of tiers)."""
+
+    def __init__(self, architectures: Tensor) -> None:
+        self.architectures = torch.as_tensor(architectures)
+
+    def __call__(
+        self, previous: Tensor | None, state: Tensor | None, batch: int
+    ) -> tuple[Tensor, Tensor | None]:
+        step = torch.zeros(batch, dtype=torch.long) if state is None else state + 1
+        return self.architectures[step % len(self.architectures)], step
+
+
+def policy_for_model(
+    model: nn.Module,
+) -> tuple[ArchitecturePolicy | None, Callable[[Tensor], Tensor]]:
+    """The policy and logit transform that make the engine reproduce a trained
+    :class:`~sanas.kws.sanas_model.KWSModel` in evaluation: every node on (static), the
+    distribution's mode (BSN) or the controller's mode (SANAS); the transform is the
+    model's optional logit ReLU."""
+    from sanas.kws.sanas_model import BSNKWS, SANASKWS
+
+    if isinstance(model, SANASKWS):
+        policy: ArchitecturePolicy | None = ControllerPolicy(model.controller)
+    elif isinstance(model, BSNKWS):
+        policy = FixedPolicy(model.distribution(1).mode()[0].detach())
+    else:
+        policy = None
+    return policy, model.logits
+
+
+# ----------------------------------------------------------------------------- features
+class IncrementalFeatures:
+    """Frontend frames of ``streams`` audio streams, chunk by chunk.
+
+    The frames equal those of ``frontend`` over each whole stream (centred, zero-padded):
+    frame k, the ``n_fft`` samples centred on sample ``hop·k``, is emitted once sample
+    ``hop·k + n_fft/2`` has arrived; the first frames see the same zeros before the stream
+    as the frontend's centring, and :meth:`finish` adds the zeros after it. Streams fed
+    chunks of the same length share one frontend call.
+    """
+
+    def __init__(self, frontend: LogMel, streams: int = 1) -> None:
+        if frontend.n_fft % 2:
+            raise ValueError(f"n_fft must be even, got {frontend.n_fft}")
+        self.frontend = frontend
+        self.half = frontend.n_fft // 2
+        self.hop = frontend.hop_length
+        self.lead = -(-self.half // self.hop)  # buffer frames before the first exact one
+        self.tails: list[Tensor] = []
+        self.reset(streams)
+
+    def reset(self, streams: int | None = None) -> None:
+        """Start every stream afresh (``streams`` changes their number)."""
+        count = len(self.tails) if streams is None else streams
+        # Each tail holds the audio from sample hop · (next frame − lead) on; before the
+        # stream, that is the frontend's zero padding.
+        self.tails = [torch.zeros(self.lead * self.hop) for _ in range(count)]
+
+    def push(self, chunks: Sequence[Tensor | None]) -> list[Tensor]:
+        """Append a 1-D chunk per stream (``None``: nothing); the new frames of each,
+        (n, features)."""
+        empty = torch.zeros(0, self.frontend.n_features)
+        out = [empty] * len(self.tails)
+        buffers: dict[int, list[tuple[int, Tensor]]] = {}
+        for i, chunk in enumerate(chunks):
+            if chunk is None or chunk.numel() == 0:
+                continue
+            if chunk.dim() != 1:
+                raise ValueError(f"stream {i}: expected a 1-D chunk, got {tuple(chunk.shape)}")
+            buffer = torch.cat([self.tails[i], chunk])
+            buffers.setdefault(len(buffer), []).append((i, buffer))
+        for length, group in buffers.items():
+            last = (length - self.half) // self.hop  # the last frame whose window is inside
+            if last < self.lead:
+                for i, buffer in group:
+                    self.tails[i] = buffer
+                continue
+            frames = self.frontend(_cat([buffer.unsqueeze(0) for _, buffer in group]))
+            for k, (i, buffer) in enumerate(group):
+                out[i] = frames[k, self.lead : last + 1]
+                self.tails[i] = buffer[(last + 1 - self.lead) * self.hop :]
+        return out
+
+    def finish(self) -> list[Tensor]:
+        """The last frames of every stream, which see the zeros after its end."""
+        return self.push([torch.zeros(self.half)] * len(self.tails))
+
+
+# ------------------------------------------------------------------------------ results
+@dataclass
+class StepResult:
+    """One step of one stream: the window of frames 20·step … 20·step + 100.
+
+    ``time_ms`` is the start of the window (the convention of
+    :func:`~sanas.kws.streaming_metrics.detect`).
+    """
+
+    step: int
+    time_ms: float
+    logits: Tensor
+    posteriors: Tensor
+    architecture: Tensor
+    features: Tensor
+    macs_window: float
+    macs_executed: float
+
+
+@dataclass
+class StreamRun:
+    """A whole stream's steps as arrays: (T,) times, (T, C) logits and posteriors, (T, S)
+    architectures, (T,) MACs per window and executed."""
+
+    times_ms: np.ndarray
+    logits: np.ndarray
+    posteriors: np.ndarray
+    architectures: np.ndarray
+    macs_window: np.ndarray
+    macs_executed: np.ndarray
+
+    @classmethod
+    def from_steps(cls, steps: Sequence[StepResult]) -> StreamRun:
+        """Stack step results (at least one)."""
+        return cls(
+            np.array([s.time_ms for s in steps]),
+            torch.stack([s.logits for s in steps]).numpy(),
+            torch.stack([s.posteriors for s in steps]).numpy(),
+            torch.stack([s.architecture for s in steps]).numpy(),
+            np.array([s.macs_window for s in steps]),
+            np.array([s.macs_executed for s in steps]),
+        )
+
+
+# ------------------------------------------------------------------------------- engine
+@dataclass
+class _Plan:
+    """What a used set needs: computed once per distinct architecture."""
+
+    used: Tensor  # (1, num_nodes)
+    architecture: Tensor  # (S,) bool
+    trunk: tuple[str, ...]  # used trunk nodes, in topological order
+    macs_window: float
+    macs_fixed: float  # executed MACs outside the trunk
+
+
+@dataclass
+class _Stream:
+    """State of one stream."""
+
+    frames: Tensor  # (n, coeffs) frames from ``first_frame``
+    first_frame: int = 0
+    step: int = 0
+    previous: Tensor | None = None  # (1, F) features of the previous step
+    state: Tensor | None = None  # policy state, batch of 1
+    caches: dict[str, tuple[int, Tensor]] = field(default_factory=dict)  # node → (row 0, rows)
+
+
+def _cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    return tensors[0] if len(tensors) == 1 else torch.cat(list(tensors), dim=dim)
+
+
+class MultiStreamEngine:
+    """Runs ``streams`` independent audio streams through ``net`` step by step.
+
+    Args:
+        net: the super network, in eval mode.
+        policy: chooses each step's architecture (``None``: every node on).
+        frontend: features (default :class:`MFCC`); centred, zero-padded frames.
+        streams: number of streams.
+        cache: keep trunk rows across steps (``False``: recompute every window, the plain
+            window-by-window baseline).
+        logit_transform: applied to the network output before the softmax (e.g. a trained
+            model's logit ReLU, see :func:`policy_for_model`).
+        step_frames: frames between consecutive windows (20 = 200 ms).
+    """
+
+    def __init__(
+        self,
+        net: SuperNetwork,
+        policy: ArchitecturePolicy | None = None,
+        frontend: LogMel | None = None,
+        streams: int = 1,
+        cache: bool = True,
+        logit_transform: Callable[[Tensor], Tensor] | None = None,
+        step_frames: int = STEP_FRAMES,
+    ) -> None:
+        if streams < 1:
+            raise ValueError(f"streams must be at least 1, got {streams}")
+        if not net.feature_outputs:
+            raise ValueError("the network needs a feature tap (feature_outputs) for the policy")
+        self.net = net
+        self.policy = policy
+        self.frontend = frontend if frontend is not None else MFCC()
+        if self.frontend.n_features != net.input_shape[2]:
+            raise ValueError(
+                f"the frontend gives {self.frontend.n_features} features per frame; "
+                f"the network takes {net.input_shape[2]}"
+            )
+        self.features = IncrementalFeatures(self.frontend, streams)
+        self.cache = cache
+        self.logit_transform = logit_transform
+        self.step_frames = step_frames
+        self.layout: TrunkLayout = trunk_layout(net)
+        self.window = self.layout.window
+        self.tap = net.feature_outputs[0]
+        self.samples_per_step = step_frames * self.frontend.hop_length
+        self.step_ms = 1000.0 * self.samples_per_step / self.frontend.sample_rate
+        self.costs = MacsCost(net)
+        self.row_macs = {
+            name: self.costs.per_node[name] / self.layout.rows[name] for name in self.layout.nodes
+        }
+        self._plans: dict[tuple[bool, ...], _Plan] = {}
+        # A fixed architecture is resolved once: no policy call per step.
+        self._fixed: _Plan | None = None
+        if policy is None:
+            self._fixed = self._plan(torch.ones(net.num_stochastic, dtype=torch.bool))
+        elif isinstance(policy, FixedPolicy):
+            self._fixed = self._plan(policy.architecture.bool())
+        self.streams: list[_Stream] = []
+        self.reset(streams)
+
+    # ------------------------------------------------------------------------ state
+    def reset(self, streams: int | None = None) -> None:
+        """Start every stream afresh (``streams`` changes their number)."""
+        count = len(self.streams) if streams is None else streams
+        self.features.reset(count)
+        empty = torch.zeros(0, self.frontend.n_features)
+        self.streams = [_Stream(frames=empty) for _ in range(count)]
+
+    # ----------------------------------------------------------------------- public
+    @torch.inference_mode()
+    def feed(self, chunks: Sequence[AudioChunk | None]) -> list[list[StepResult]]:
+        """Append one chunk of 16 kHz float audio per stream (``None``: nothing new) and
+        return each stream's completed steps, in order."""
+        if len(chunks) != len(self.streams):
+            raise ValueError(
+                f"expected {len(self.streams)} chunks, one per stream; got {len(chunks)}"
+            )
+        audio = [None if c is None else torch.as_tensor(c, dtype=torch.float32) for c in chunks]
+        return self._advance(self.features.push(audio))
+
+    @torch.inference_mode()
+    def flush(self) -> list[list[StepResult]]:
+        """End every stream: add the zero padding the frontend puts after a whole stream
+        and return the steps it completes. Streams must be :meth:`reset` before reuse."""
+        return self._advance(self.features.finish())
+
+    # --------------------------------------------------------------------- features
+    def _advance(self, frames: list[Tensor]) -> list[list[StepResult]]:
+        """Add new frames, then run the completed windows in rounds: round r runs the
+        r-th new step of every stream that has one."""
+        if self.net.training:
+            raise ValueError("the network is in training mode; call net.eval() first")
+        windows = [self._ready_windows(s, new) for s, new in zip(self.streams, frames, strict=True)]
+        results: list[list[StepResult]] = [[] for _ in self.streams]
+        for r in range(max((len(w) for w in windows), default=0)):
+            active = [i for i, w in enumerate(windows) if len(w) > r]
+            steps = self._step(active, [windows[i][r] for i in active])
+            for i, result in zip(active, steps, strict=True):
+                results[i].append(result)
+        return results
+
+    def _ready_windows(self, stream: _Stream, new: Tensor) -> list[Tensor]:
+        """Append frames to a stream; return its windows that became complete, (1, 1, T, F)."""
+        if len(new):
+            stream.frames = torch.cat([stream.frames, new])
+        windows = []
+        start = stream.step * self.step_frames - stream.first_frame
+        while start + self.window <= len(stream.frames):
+            windows.append(stream.frames[start : start + self.window].view(1, 1, self.window, -1))
+            start += self.step_frames
+        if windows:  # keep the frames from the first window not yet complete
+            stream.frames = stream.frames[start:]
+            stream.first_frame += start
+        return windows
+
+    # ------------------------------------------------------------------------- steps
+    def _plan(self, architecture: Tensor) -> _Plan:
+        key = tuple(architecture.tolist())
+        plan = self._plans.get(key)
+        if plan is None:
+            used = self.net.used(architecture.unsqueeze(0), 1)
+            names = self.net.used_names(used[0])
+            trunk = tuple(n for n in self.layout.nodes if n in names)
+            window = float(self.costs(used)[0])
+            plan = _Plan(
+                used=used,
+                architecture=architecture.bool(),
+                trunk=trunk,
+                macs_window=window,
+                macs_fixed=window - sum(self.costs.per_node[n] for n in trunk),
+            )
+            self._plans[key] = plan
+        return plan
+
+    def _architectures(self, active: list[int]) -> list[_Plan]:
+        """Ask the policy, once for the streams at their first step and once for the others."""
+        if self._fixed is not None or self.policy is None:
+            return [self._fixed] * len(active)  # type: ignore[list-item]
+        plans: list[_Plan | None] = [None] * len(active)
+        for first in (True, False):
+            streams = [self.streams[i] for i in active]
+            members = [k for k, s in enumerate(streams) if (s.previous is None) == first]
+            if not members:
+                continue
+            streams = [streams[k] for k in members]
+            previous = None if first else _cat([s.previous for s in streams])  # type: ignore[misc]
+            states = [s.state for s in streams]
+            state = None if first or states[0] is None else _cat(states)  # type: ignore[arg-type]
+            architecture, new_state = self.policy(previous, state, len(members))
+            for j, (k, stream) in enumerate(zip(members, streams, strict=True)):
+                stream.state = None if new_state is None else new_state[j : j + 1]
+                plans[k] = self._plan(architecture[j].detach().bool())
+        return plans  # type: ignore[return-value]
+
+    def _missing(self, stream: _Stream, plan: _Plan) -> tuple[int, ...]:
+        """First row to compute, per used trunk node (rows before it are cached)."""
+        start = stream.step * self.step_frames
+        firsts = []
+        for name in plan.trunk:
+            cached = stream.caches.get(name) if self.cache else None
+            kept = 0 if cached is None else max(0, cached[0] + self.layout.rows[name] - start)
+            firsts.append(kept)
+        return tuple(firsts)
+
+    def _step(self, active: list[int], windows: list[Tensor]) -> list[StepResult]:
+        """One step for the given streams: policy, then one batched pass per group of
+        streams with the same used set and missing rows."""
+        plans = self._architectures(active)
+        groups: dict[tuple[int, tuple[int, ...]], list[int]] = {}
+        for k, i in enumerate(active):
+            key = (id(plans[k]), self._missing(self.streams[i], plans[k]))
+            groups.setdefault(key, []).append(k)
+        results: list[StepResult | None] = [None] * len(active)
+        for (_, firsts), members in groups.items():
+            streams = [self.streams[active[k]] for k in members]
+            plan = plans[members[0]]
+            outputs = self._run_group(streams, plan, firsts, [windows[k] for k in members])
+            for k, result in zip(members, outputs, strict=True):
+                results[k] = result
+        return results  # type: ignore[return-value]
+
+    def _run_group(
+        self, streams: list[_Stream], plan: _Plan, firsts: tuple[int, ...], windows: list[Tensor]
+    ) -> list[StepResult]:
+        x = channels_last(_cat(windows))  # see channels_last: faster pooling in the trunk
+        batch = len(streams)
+        start = streams[0].step * self.step_frames
+        precomputed: dict[str, Tensor] = {}
+        executed = plan.macs_fixed
+        for name, first in zip(plan.trunk, firsts, strict=True):
+            rows = self.layout.rows[name]
+            source = self.layout.inputs[name]
+            inputs = x if source == self.layout.input_name else precomputed[source]
+            new = self.net.nodes[name].module(inputs[:, :, first : rows + self.layout.shrink[name]])
+            if first:
+                kept = [s.caches[name] for s in streams]
+                old = _cat([cached[:, :, start - row0 :] for row0, cached in kept])
+                new = torch.cat([old, new], dim=2)
+            precomputed[name] = new
+            executed += self.row_macs[name] * (rows - first)
+            for k, stream in enumerate(streams):
+                stream.caches[name] = (start, new[k : k + 1])
+        out = run_skipping(self.net, x, plan.used.expand(batch, -1), precomputed=precomputed)
+        logits = out.output
+        scores = logits if self.logit_transform is None else self.logit_transform(logits)
+        posteriors = torch.softmax(scores, dim=1)
+        taps = out.features[self.tap]
+        results = []
+        for k, stream in enumerate(streams):
+            results.append(
+                StepResult(
+                    step=stream.step,
+                    time_ms=stream.step * self.step_ms,
+                    logits=logits[k],
+                    posteriors=posteriors[k],
+                    architecture=plan.architecture,
+                    features=taps[k],
+                    macs_window=plan.macs_window,
+                    macs_executed=executed,
+                )
+            )
+            stream.previous = taps[k : k + 1]
+            stream.step += 1
+        return results
+
+
+class StreamingEngine:
+    """One stream at batch size 1: :class:`MultiStreamEngine` with ``streams=1``.
+
+    Example::
+
+        engine = StreamingEngine(net.eval(), ControllerPolicy(model.controller))
+        for chunk in microphone_chunks(3200):       # 200 ms of 16 kHz audio
+            for step in engine.feed(chunk):
+                print(step.time_ms, step.posteriors.argmax(), step.macs_executed)
+    """
+
+    def __init__(
+        self,
+        net: SuperNetwork,
+        policy: ArchitecturePolicy | None = None,
+        frontend: LogMel | None = None,
+        cache: bool = True,
+        logit_transform: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        self.engine = MultiStreamEngine(
+            net, policy, frontend, streams=1, cache=cache, logit_transform=logit_transform
+        )
+
+    @property
+    def samples_per_step(self) -> int:
+        """Audio samples per step (3200: 200 ms at 16 kHz)."""
+        return self.engine.samples_per_step
+
+    def reset(self) -> None:
+        """Start a new stream."""
+        self.engine.reset()
+
+    def feed(self, chunk: AudioChunk) -> list[StepResult]:
+        """Append audio; return the steps it completes."""
+        return self.engine.feed([chunk])[0]
+
+    def flush(self) -> list[StepResult]:
+        """End the stream (see :meth:`MultiStreamEngine.flush`)."""
+        return self.engine.flush()[0]
+
+    def run(self, audio: AudioChunk, chunk_samples: int | None = None) -> StreamRun:
+        """Reset, feed a whole recording chunk by chunk (default: one step), flush."""
+        self.reset()
+        audio = torch.as_tensor(audio, dtype=torch.float32)
+        size = chunk_samples or self.samples_per_step
+        steps = []
+        for begin in range(0, len(audio), size):
+            steps += self.feed(audio[begin : begin + size])
+        steps += self.flush()
+        if not steps:
+            raise ValueError(f"{len(audio)} samples: shorter than one window")
+        return StreamRun.from_steps(steps)

@@ -1,0 +1,226 @@
+"""Static, BSN and SANAS keyword-spotting models over feature sequences, and their loss."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from sanas.kws.data.sequences import IGNORE_INDEX
+from sanas.kws.sanas_model import (
+    KWSOutput,
+    SANASOptions,
+    SequenceObjective,
+    build_kws_model,
+)
+from sanas.supernet.budgets import make_budget
+from sanas.supernet.costs import MacsCost
+from sanas.supernet.estimators import returns_to_go
+
+FRAMES = 181  # 5 steps of 101 frames every 20
+STEPS = 5
+KINDS = ("static", "static-shortcuts", "bsn", "sanas")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny models: a second thread only adds synchronisation (slow on a shared machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def small(kind: str, **kw: object):
+    return build_kws_model(kind, channels=2, **kw)  # type: ignore[arg-type]
+
+
+def batch_mask(lengths: list[int]) -> torch.Tensor:
+    return torch.arange(STEPS).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shapes_and_costs_of_used_sets(kind: str) -> None:
+    model = small(kind)
+    out = model(torch.randn(3, FRAMES, 40))
+    n = model.net.num_nodes
+    assert out.logits.shape == (3, STEPS, 12)
+    assert out.used.shape == (3, STEPS, n) and out.used.dtype == torch.bool
+    assert out.cost.shape == (3, STEPS) and out.cost.dtype == torch.float64
+    expected = MacsCost(model.net)(out.used.flatten(0, 1)).view(3, STEPS)
+    assert torch.equal(out.cost, expected)
+    if kind.startswith("static"):
+        assert out.log_prob is None and out.probs is None and out.used.all()
+    else:
+        assert out.log_prob.shape == (3, STEPS)
+        assert out.probs.shape == (3, STEPS, model.net.num_stochastic)
+
+
+def test_paper_cost_totals_per_step() -> None:
+    for kind, total in (("static", 124_593_664), ("static-shortcuts", 137_288_704)):
+        model = build_kws_model(kind)  # type: ignore[arg-type]
+        used = model.net.used(None, 1).view(1, 1, -1)
+        assert model.step_costs(used).item() == total
+
+
+@pytest.mark.parametrize("kind", ("bsn", "sanas"))
+def test_evaluation_uses_the_deterministic_architecture(kind: str) -> None:
+    model = small(kind)
+    net = model.net
+    off = net.stochastic_names.index("shortcut_0")
+    with torch.no_grad():
+        if kind == "bsn":
+            model.distribution.logits[off] = -4.0
+        else:
+            model.controller.head.bias[off] = -4.0
+    features = torch.randn(8, FRAMES, 40)
+    model.eval()
+    rng = torch.get_rng_state()
+    first, second = model(features), model(features)
+    assert torch.equal(torch.get_rng_state(), rng)  # nothing sampled
+    assert torch.equal(first.logits, second.logits) and torch.equal(first.used, second.used)
+    assert not first.used[..., net.index["shortcut_0"]].any()
+    model.train()
+    sampled = model(features)
+    assert sampled.used[..., net.index["shortcut_0"]].any()  # p ≈ 0.38 at each of 32 steps
+    assert not torch.equal(sampled.used, first.used)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_padded_steps_are_skipped_and_real_steps_unchanged(kind: str) -> None:
+    model = small(kind).eval()
+    features = torch.randn(3, FRAMES, 40)
+    mask = batch_mask([5, 2, 4])
+    full, skipped = model(features), model(features, mask)
+    assert torch.allclose(skipped.logits[mask], full.logits[mask], atol=1e-6)
+    assert torch.equal(skipped.used[mask], full.used[mask])
+    assert not skipped.used[~mask].any() and (skipped.cost[~mask] == 0).all()
+    assert (skipped.logits[~mask] == 0).all()
+
+
+@pytest.mark.parametrize("kind", ("static-shortcuts", "sanas"))
+def test_shared_convolutions_match_the_plain_path(kind: str) -> None:
+    torch.manual_seed(3)
+    shared = small(kind, shared_convs=True).eval()
+    plain = small(kind, shared_convs=False).eval()
+    plain.load_state_dict(shared.state_dict())
+    features, mask = torch.randn(2, FRAMES, 40), batch_mask([5, 3])
+    a, b = shared(features, mask), plain(features, mask)
+    assert torch.allclose(a.logits, b.logits, atol=1e-5) and torch.equal(a.used, b.used)
+
+
+def test_gradients_reach_every_trained_part() -> None:
+    model = small("sanas", options=SANASOptions(learned_initial_state=True))
+    out = model(torch.randn(2, FRAMES, 40), batch_mask([5, 3]))
+    labels = torch.randint(0, 12, (2, STEPS)).masked_fill(~batch_mask([5, 3]), IGNORE_INDEX)
+    loss, _ = SequenceObjective(make_budget("linear", 1e-7), model.options)(
+        out, labels, batch_mask([5, 3])
+    )
+    loss.backward()
+    groups = {"net": model.network_parameters(), "arch": model.architecture_parameters()}
+    assert any(p is model.controller.initial for p in groups["arch"])
+    for name, params in groups.items():
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in params), name
+
+
+# ------------------------------------------------------------------------ options
+def test_logit_relu_option() -> None:
+    torch.manual_seed(0)
+    features = torch.randn(2, FRAMES, 40)
+    relu = small("static", options=SANASOptions(logit_relu=True)).eval()
+    plain = small("static", options=SANASOptions(logit_relu=False)).eval()
+    plain.load_state_dict(relu.state_dict())
+    raw = plain(features).logits
+    assert (raw < 0).any()
+    assert torch.equal(relu(features).logits, raw.clamp_min(0))
+
+
+@pytest.mark.parametrize("detach", (False, True))
+def test_detach_features_option(detach: bool) -> None:
+    """Reference (False): REINFORCE reaches the CNN through the GRU's input."""
+    torch.manual_seed(0)
+    model = small("sanas", options=SANASOptions(detach_features=detach))
+    out = model(torch.randn(2, FRAMES, 40))
+    out.log_prob.sum().backward()  # only the architecture term
+    conv = model.net.nodes["conv_0"].module[0].weight
+    reached = conv.grad is not None and conv.grad.abs().sum() > 0
+    assert reached is not detach
+
+
+def test_log_prob_reduction_option() -> None:
+    features = torch.randn(2, FRAMES, 40)
+    outputs = {}
+    for reduction in ("mean", "sum"):
+        model = small("bsn", options=SANASOptions(log_prob_reduction=reduction)).eval()
+        outputs[reduction] = model(features).log_prob
+    assert torch.allclose(outputs["mean"] * 11, outputs["sum"])
+
+
+def fake_output(costs: torch.Tensor) -> tuple[KWSOutput, torch.Tensor]:
+    batch, steps = costs.shape
+    log_prob = torch.zeros(batch, steps, requires_grad=True)
+    logits = torch.zeros(batch, steps, 3)
+    logits[..., 0] = 5.0  # confident and right: Δ ≈ 0
+    used = torch.ones(batch, steps, 4, dtype=torch.bool)
+    return KWSOutput(logits, used, log_prob, costs.double(), None), log_prob
+
+
+def test_baseline_options() -> None:
+    costs = torch.tensor([[1.0, 2.0, 3.0], [4.0, 100.0, 100.0]])
+    mask = torch.tensor([[True, True, True], [True, False, False]])
+    labels = torch.zeros(2, 3, dtype=torch.long).masked_fill(~mask, IGNORE_INDEX)
+    reference = SequenceObjective(
+        make_budget("linear", 1.0), SANASOptions(baseline="ema_reference")
+    )
+    improved = SequenceObjective(make_budget("linear", 1.0), SANASOptions(baseline="ema"))
+    out, _ = fake_output(costs)
+    _, ref_stats = reference(out, labels, mask)
+    _, ema_stats = improved(out, labels, mask)
+    assert ref_stats.baseline == pytest.approx(210 / 6, abs=0.05)  # padded steps counted
+    assert ema_stats.baseline == 0.0  # past batches only: none yet
+    _, ema_stats = improved(out, labels, mask)
+    assert ema_stats.baseline == pytest.approx(10 / 4, abs=0.05)  # real steps only
+
+
+@pytest.mark.parametrize("gamma", (0.0, 0.5))
+def test_gamma_credits_later_steps(gamma: float) -> None:
+    costs = torch.tensor([[1.0, 2.0, 4.0]])
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    objective = SequenceObjective(make_budget("linear", 1.0), SANASOptions(gamma=gamma))
+    out, log_prob = fake_output(costs)
+    loss, stats = objective(out, torch.zeros(1, 3, dtype=torch.long), mask)
+    loss.backward()
+    step_cost = costs + torch.log1p(2 * torch.exp(torch.tensor(-5.0)))  # + Δ of each step
+    expected = returns_to_go(step_cost - stats.baseline, gamma) / 3
+    assert torch.allclose(log_prob.grad, expected, atol=1e-5)
+
+
+def test_static_objective_is_the_task_loss_and_budget_state_round_trips() -> None:
+    model = small("static")
+    out = model(torch.randn(2, FRAMES, 40))
+    labels = torch.randint(0, 12, (2, STEPS))
+    objective = SequenceObjective(make_budget("constrained", budget=1e3))
+    loss, stats = objective(out, labels, torch.ones(2, STEPS, dtype=torch.bool))
+    assert loss.item() == pytest.approx(
+        torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), labels.flatten()).item()
+    )
+    assert stats.arch_loss == 0.0
+    sanas = small("sanas")
+    objective = SequenceObjective(make_budget("constrained", budget=1e3))
+    out = sanas(torch.randn(2, FRAMES, 40))
+    objective(out, labels, torch.ones(2, STEPS, dtype=torch.bool))
+    assert objective.budget.lam > 0  # cost far over budget: λ grows
+    restored = SequenceObjective(make_budget("constrained", budget=1e3))
+    restored.load_state_dict(objective.state_dict())
+    assert restored.budget.lam == objective.budget.lam
+    assert restored.baseline.value == objective.baseline.value
+
+
+def test_invalid_options_are_named() -> None:
+    with pytest.raises(ValueError, match="log_prob_reduction"):
+        SANASOptions(log_prob_reduction="max")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="baseline"):
+        SANASOptions(baseline="batch")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown model"):
+        build_kws_model("resnet")  # type: ignore[arg-type]

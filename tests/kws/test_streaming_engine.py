@@ -1,0 +1,224 @@
+"""The streaming engine equals the window-by-window computation on real audio, while
+computing only new rows and used nodes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from torch import Tensor
+
+from sanas.kws.features import MFCC
+from sanas.kws.models import cnn_trad_fpool3
+from sanas.kws.sanas_model import SANASKWS
+from sanas.kws.sequence_forward import cut_windows, forward_windows_plain
+from sanas.kws.streaming import (
+    FixedPolicy,
+    IncrementalFeatures,
+    MultiStreamEngine,
+    ScheduledPolicy,
+    StreamingEngine,
+    policy_for_model,
+)
+from sanas.supernet.costs import MacsCost
+from sanas.supernet.graph import SuperNetwork
+
+WORDS = ("yes", "no", "up", "left")
+TIER_0 = ("in", "shortcut_0", "features", "classifier")
+TIER_35 = ("in", "conv_0", "shortcut_1", "features", "classifier")
+
+
+@pytest.fixture(scope="module")
+def audio(speech_commands_root: Path) -> np.ndarray:
+    """About 4 s of real speech: the first clip of four words, back to back."""
+    clips = [
+        sf.read(sorted((speech_commands_root / word).glob("*.wav"))[0], dtype="float32")[0]
+        for word in WORDS
+    ]
+    return np.concatenate(clips)
+
+
+@pytest.fixture(scope="module")
+def net() -> SuperNetwork:
+    torch.manual_seed(0)
+    return cnn_trad_fpool3(shortcuts=True).eval()
+
+
+def _architecture(net: SuperNetwork, names: tuple[str, ...]) -> Tensor:
+    on = torch.zeros(net.num_stochastic)
+    for name in names:
+        on[net.stochastic_names.index(name)] = 1.0
+    return on
+
+
+def _plain_logits(net: SuperNetwork, audio: np.ndarray, architectures: Tensor | None) -> Tensor:
+    """Window by window on the MFCC of the whole stream (the reference computation)."""
+    features = MFCC()(torch.from_numpy(audio)).unsqueeze(0)
+    steps = cut_windows(features).shape[1]
+    if architectures is not None:
+        architectures = architectures[:steps]
+    used = net.used(architectures, steps).unsqueeze(0)
+    with torch.no_grad():
+        return forward_windows_plain(net, features, used).output[0]
+
+
+def _switching_schedule(net: SuperNetwork, steps: int) -> Tensor:
+    """Random architectures in which conv_0 and conv_1 go off for 1, 2 and 6 steps."""
+    generator = torch.Generator().manual_seed(1)
+    schedule = (torch.rand(steps, net.num_stochastic, generator=generator) < 0.5).float()
+    column = {name: net.stochastic_names.index(name) for name in net.stochastic_names}
+    for name in ("in", "features", "classifier", "shortcut_1", "shortcut_2"):
+        schedule[:, column[name]] = 1.0
+    conv_0 = [1, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1]
+    conv_1 = [0, 1, 1, 1, 0, 1, 0, 0, 1, 1, 1, 1, 1, 1, 0, 1]
+    schedule[:, column["conv_0"]] = torch.tensor(conv_0[:steps], dtype=torch.float32)
+    schedule[:, column["conv_1"]] = torch.tensor(conv_1[:steps], dtype=torch.float32)
+    return schedule
+
+
+def _expected_executed(net: SuperNetwork, schedule: Tensor) -> list[float]:
+    """Executed MACs from first principles: a conv charges only the rows its last run lacks."""
+    cost = MacsCost(net)
+    rows = {"conv_0": 82, "conv_1": 73}
+    last: dict[str, int] = {}
+    expected = []
+    for t, architecture in enumerate(schedule):
+        used = net.used(architecture, 1)
+        total = float(cost(used)[0])
+        for name, count in rows.items():
+            if used[0, net.index[name]]:
+                missing = count if name not in last else min(count, 20 * (t - last[name]))
+                total -= cost.per_node[name] * (count - missing) / count
+                last[name] = t
+        expected.append(total)
+    return expected
+
+
+# ------------------------------------------------------------------------------ features
+def test_incremental_features_equal_the_whole_stream(audio: np.ndarray) -> None:
+    whole = MFCC()(torch.from_numpy(audio))
+    features = IncrementalFeatures(MFCC())
+    sizes = [1, 159, 160, 3200, 37, 5000, 3200, 2]
+    bounds = np.cumsum([0, *sizes, len(audio) - sum(sizes)])
+    parts = [
+        features.push([torch.from_numpy(audio[a:b])])[0]
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    before_end = torch.cat(parts)
+    # Everything but the frames within 240 samples of the end, which need the padding.
+    assert len(before_end) == len(whole) - 2
+    torch.testing.assert_close(before_end, whole[:-2], rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(features.finish()[0], whole[-2:], rtol=1e-5, atol=1e-4)
+
+
+# ------------------------------------------------------------------------ equality, MACs
+def test_static_cached_equals_plain_and_saves_macs(audio: np.ndarray) -> None:
+    torch.manual_seed(0)
+    static = cnn_trad_fpool3().eval()
+    run = StreamingEngine(static).run(audio)
+    plain = _plain_logits(static, audio, None)
+    assert run.logits.shape == tuple(plain.shape)
+    np.testing.assert_allclose(run.logits, plain.numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(run.posteriors, plain.softmax(1).numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(run.times_ms, 200.0 * np.arange(len(plain)))
+    assert (run.macs_window == 124_593_664).all()
+    # method.md §4: a fully cached step costs ≈ 6.8M + 26.2M + 1.2M instead of 124.6M.
+    cached = 6_758_400 + 26_214_400 + 1_196_032 + 4_096 + 1_536
+    assert run.macs_executed[0] == 124_593_664
+    assert (run.macs_executed[1:] == cached).all()
+    assert run.macs_window[0] / cached > 3.6
+
+
+def test_uncached_engine_executes_every_row(audio: np.ndarray, net: SuperNetwork) -> None:
+    run = StreamingEngine(net, cache=False).run(audio)
+    np.testing.assert_allclose(run.logits, _plain_logits(net, audio, None).numpy(), atol=1e-5)
+    np.testing.assert_array_equal(run.macs_executed, run.macs_window)
+
+
+def test_switching_architectures_equal_plain(audio: np.ndarray, net: SuperNetwork) -> None:
+    steps = cut_windows(MFCC()(torch.from_numpy(audio)).unsqueeze(0)).shape[1]
+    schedule = _switching_schedule(net, steps)
+    run = StreamingEngine(net, ScheduledPolicy(schedule)).run(audio, chunk_samples=2500)
+    np.testing.assert_allclose(run.logits, _plain_logits(net, audio, schedule).numpy(), atol=1e-5)
+    np.testing.assert_array_equal(run.architectures, schedule.bool().numpy())
+    np.testing.assert_allclose(run.macs_executed, _expected_executed(net, schedule))
+    assert (run.macs_executed <= run.macs_window).all()
+
+
+def test_sanas_controller_policy_matches_the_model(audio: np.ndarray) -> None:
+    """The engine driven by a SANAS controller reproduces the model's own evaluation."""
+    torch.manual_seed(0)
+    model = SANASKWS(cnn_trad_fpool3(shortcuts=True), init_bias=0.0).eval()
+    features = MFCC()(torch.from_numpy(audio)).unsqueeze(0)
+    with torch.no_grad():
+        expected = model(features)
+    policy, transform = policy_for_model(model)
+    run = StreamingEngine(model.net, policy, logit_transform=transform).run(audio)
+    used = model.net.used(torch.from_numpy(run.architectures), len(run.architectures))
+    assert torch.equal(used, expected.used[0])
+    assert len(set(map(tuple, run.architectures.tolist()))) > 1  # the policy does adapt
+    logits = transform(torch.from_numpy(run.logits))
+    torch.testing.assert_close(logits, expected.logits[0], rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ skipping
+def test_unused_modules_are_never_called(audio: np.ndarray, net: SuperNetwork) -> None:
+    calls: list[tuple[str, tuple[int, ...]]] = []
+    engines = [StreamingEngine(net, FixedPolicy(_architecture(net, t))) for t in (TIER_0, TIER_35)]
+    handles = [
+        module.register_forward_pre_hook(
+            lambda _m, args, name=name: calls.append((name, tuple(args[0].shape)))
+        )
+        for name, module in net.modules_by_node.items()
+    ]
+    try:
+        engines[0].run(audio)
+        assert {name for name, _ in calls} == set(TIER_0) - {"in"}
+        calls.clear()
+        engines[1].run(audio)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert {name for name, _ in calls} == set(TIER_35) - {"in"}
+    conv_rows = [shape[2] for name, shape in calls if name == "conv_0"]
+    assert conv_rows[0] == 101 and set(conv_rows[1:]) == {20 + 19}  # new rows + context
+
+
+# --------------------------------------------------------------------------- multi-stream
+def test_multi_stream_equals_independent_streams(audio: np.ndarray, net: SuperNetwork) -> None:
+    streams = [audio, audio[::-1].copy(), audio[1000:]]
+    chunk_sizes = [3200, 3200, 2000]  # the third stream runs out of step with the others
+    schedule = _switching_schedule(net, 16)
+    batches: list[int] = []
+    hook = net.modules_by_node["classifier"].register_forward_pre_hook(
+        lambda _m, args: batches.append(args[0].shape[0])
+    )
+    try:
+        engine = MultiStreamEngine(net, ScheduledPolicy(schedule), streams=3)
+        results: list[list[Tensor]] = [[], [], []]
+        longest = max(len(a) // size + 1 for a, size in zip(streams, chunk_sizes, strict=True))
+        for k in range(longest):
+            chunks = [a[k * size : (k + 1) * size] for a, size in zip(streams, chunk_sizes, strict=True)]
+            for i, steps in enumerate(engine.feed(chunks)):
+                results[i] += [s.logits for s in steps]
+        for i, steps in enumerate(engine.flush()):
+            results[i] += [s.logits for s in steps]
+    finally:
+        hook.remove()
+    assert max(batches) > 1  # streams at the same step with the same architecture batch
+    for stream, logits in zip(streams, results, strict=True):
+        alone = StreamingEngine(net, ScheduledPolicy(schedule)).run(stream)
+        np.testing.assert_allclose(torch.stack(logits).numpy(), alone.logits, atol=1e-5)
+
+
+def test_training_mode_is_refused(net: SuperNetwork) -> None:
+    engine = StreamingEngine(net)
+    net.train()
+    try:
+        with pytest.raises(ValueError, match="eval"):
+            engine.feed(np.zeros(3200, dtype=np.float32))
+    finally:
+        net.eval()

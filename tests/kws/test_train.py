@@ -1,0 +1,226 @@
+"""The training loop: run folder artefacts, config files, resume after SIGKILL, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from sanas.cli.kws import register
+from sanas.kws.sanas_model import SANASKWS
+from sanas.kws.train import ConfigError, TrainConfig, load_config, load_run, train
+
+SAMPLE_RATE = 16000
+REPO = Path(__file__).resolve().parents[2]
+# A `sanas`-like app with only the train command, as the CLI registers it.
+DRIVER = (
+    "import typer\n"
+    "from sanas.cli.kws import register\n"
+    "app = typer.Typer()\n"
+    "app.callback()(lambda: None)\n"
+    "register(app)\n"
+    "app()\n"
+)
+
+
+@pytest.fixture(scope="module")
+def tone_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Speech Commands folder: each word a tone of its own pitch, 8 speakers each."""
+    root = tmp_path_factory.mktemp("tones")
+    rng = np.random.default_rng(0)
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    lists: dict[str, list[str]] = {"validation": [], "testing": []}
+    for w, word in enumerate(("yes", "no", "cat")):  # cat: an unknown word
+        (root / word).mkdir()
+        for k in range(8):
+            pitch = 300 + 250 * w + rng.uniform(-20, 20)
+            tone = 0.5 * np.sin(2 * np.pi * pitch * t) * (np.abs(t - 0.5) < 0.3)
+            clip = tone + 0.01 * rng.standard_normal(SAMPLE_RATE)
+            name = f"{k:08x}_nohash_0.wav"
+            sf.write(root / word / name, clip.astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
+            if k < 2:
+                lists["validation" if k == 0 else "testing"].append(f"{word}/{name}")
+    for split, names in lists.items():
+        (root / f"{split}_list.txt").write_text("\n".join(names) + "\n")
+    (root / "_background_noise_").mkdir()
+    noise = 0.05 * rng.standard_normal(5 * SAMPLE_RATE)
+    sf.write(root / "_background_noise_" / "white.wav", noise.astype(np.float32), SAMPLE_RATE)
+    return root
+
+
+def tiny(data: Path, out: Path, **overrides: object) -> TrainConfig:
+    values = {
+        "data": str(data),
+        "out": str(out),
+        "model": "sanas",
+        "lam": 1e-7,
+        "epochs": 2,
+        "batch_size": 8,
+        "channels": 2,
+        "threads": 1,
+        "workers": 0,
+        "progress": False,
+        **overrides,
+    }
+    return TrainConfig.from_dict(values)
+
+
+def test_run_folder_has_every_artefact(tone_data: Path, tmp_path: Path) -> None:
+    result = train(tiny(tone_data, tmp_path / "run"))
+    run = tmp_path / "run"
+    assert json.loads((run / "config.json").read_text())["model"] == "sanas"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] == [r["epoch"] for r in result.history]
+    for key in ("train_loss", "val_accuracy", "val_macs_per_step", "lam", "node_probability"):
+        assert key in rows[-1]
+    per_class = rows[-1]["val_macs_per_class"]
+    assert per_class["yes"] > 0 and per_class["up"] is None  # no "up" clips in this data
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "val_macs_per_class/yes" in header and len(header) == len(set(header))
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert set(checkpoint) == {"model", "optimizer", "objective", "rng", "state"}
+    assert checkpoint["state"]["epoch"] == 2
+    assert set(checkpoint["rng"]) >= {"torch", "numpy", "python"}
+    pareto = json.loads((run / "pareto.json").read_text())
+    assert pareto["points"] == result.front and result.front
+    for point in pareto["points"]:
+        assert (run / point["checkpoint"]).is_file()
+    assert len(list((run / "front").glob("*.pt"))) == len(result.front)
+    assert result.best_epoch in [p["epoch"] for p in result.front]
+    model, config = load_run(run)
+    assert isinstance(model, SANASKWS) and not model.training and config.channels == 2
+    best = torch.load(run / "best.pt", weights_only=False)["model"]
+    assert all(torch.equal(v, best[k]) for k, v in model.state_dict().items())
+
+
+def test_config_file_round_trip(tmp_path: Path) -> None:
+    config = TrainConfig.from_dict(
+        {
+            "data": "d",
+            "out": "o",
+            "model": "bsn",
+            "budget_mode": "hinge",
+            "budget": 3e7,
+            "sequence": {"lengths_s": [1.0, 2.0], "multi_word": True},
+            "options": {"baseline": "ema", "log_prob_reduction": "sum"},
+        }
+    )
+    for suffix, dump in ((".yaml", yaml.safe_dump), (".json", json.dumps)):
+        path = tmp_path / f"config{suffix}"
+        path.write_text(dump(config.to_dict()))
+        assert load_config(path) == config
+    assert config.sequence.lengths_s == (1.0, 2.0) and config.options.baseline == "ema"
+    assert load_config(path, epochs=3, lam=None).epochs == 3  # overrides; None = not given
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"epoch": 3}, "unknown config field(s) 'epoch'"),
+        ({"options": {"gama": 0.5}}, "'options.gama'"),
+        ({"epochs": "ten"}, "'epochs' must be an integer"),
+        ({"shared_convs": "yes"}, "'shared_convs' must be true/false"),
+        ({"model": "resnet"}, "'model' must be one of"),
+        ({"budget_mode": "hinge"}, "'budget' must be > 0 with budget_mode 'hinge'"),
+        ({"model": "bsn", "options": {"gamma": 0.5}}, "'options.gamma'"),
+        ({"options": {"baseline": "batch"}}, "'options.baseline' must be one of"),
+        ({"sequence": {"lengths_s": []}}, "'sequence.lengths_s' must be a non-empty list"),
+        ({"data": ""}, "'data' is required"),
+    ],
+)
+def test_bad_fields_are_named(values: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        TrainConfig.from_dict({"data": "d", "out": "o", **values})
+
+
+def test_resuming_another_configuration_is_refused(tone_data: Path, tmp_path: Path) -> None:
+    train(tiny(tone_data, tmp_path / "run", epochs=1, model="static"))
+    with pytest.raises(ConfigError, match="channels: 2 -> 3"):
+        train(tiny(tone_data, tmp_path / "run", epochs=2, model="static", channels=3))
+
+
+def _command(config: Path) -> list[str]:
+    return [sys.executable, "-c", DRIVER, "train", "--config", str(config)]
+
+
+def _outputs(run: Path) -> tuple[list[dict], dict, dict[str, torch.Tensor], dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        row.pop("seconds")
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=False)
+    best = torch.load(run / "best.pt", weights_only=False)["model"]
+    return rows, json.loads((run / "pareto.json").read_text()), best, checkpoint
+
+
+def test_sigkill_then_rerun_ends_exactly_as_an_uninterrupted_run(
+    tone_data: Path, tmp_path: Path
+) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    runs = {}
+    for name in ("straight", "killed"):
+        config = tiny(tone_data, tmp_path / name, epochs=4, dropout=0.1).to_dict()
+        runs[name] = tmp_path / f"{name}.yaml"
+        runs[name].write_text(yaml.safe_dump(config))
+    train(load_config(runs["straight"]))  # in this process: the same code path as the CLI's
+
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    process = subprocess.Popen(_command(runs["killed"]), env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (metrics.is_file() and metrics.read_text().strip()):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    assert len(metrics.read_text().splitlines()) < 4  # killed mid-run
+    subprocess.run(_command(runs["killed"]), env=env, check=True, capture_output=True)
+
+    rows_a, pareto_a, best_a, last_a = _outputs(tmp_path / "straight")
+    rows_b, pareto_b, best_b, last_b = _outputs(tmp_path / "killed")
+    assert rows_a == rows_b and pareto_a == pareto_b
+    assert all(torch.equal(v, best_b[k]) for k, v in best_a.items())
+    assert all(torch.equal(v, last_b["model"][k]) for k, v in last_a["model"].items())
+    assert last_a["objective"] == last_b["objective"]
+
+
+def test_cli_errors_are_one_line_with_exit_code_2(tmp_path: Path) -> None:
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    register(app)
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "--data", str(tmp_path), "--out", "r", "--model", "x"])
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0 and "'model' must be one of" in result.output
+    result = runner.invoke(app, ["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "no such directory" in result.output
+
+
+def test_trains_on_the_real_subset(speech_commands_root: Path, tmp_path: Path) -> None:
+    config = tiny(
+        speech_commands_root,
+        tmp_path / "real",
+        model="bsn",
+        epochs=1,
+        limit_train=16,
+        limit_val=16,
+    )
+    result = train(config)
+    row = result.history[0]
+    assert 0.0 <= row["val_accuracy"] <= 1.0
+    assert row["val_macs_per_step"] > 0
+    assert set(row["val_macs_per_class"]) == {
+        "_silence_", "_unknown_", "yes", "no", "up", "down",
+        "left", "right", "on", "off", "stop", "go",
+    }  # fmt: skip
