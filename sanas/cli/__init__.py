@@ -9,7 +9,10 @@ import json
 
 import typer
 
+from sanas.cli.bench import bench_app
 from sanas.cli.data import data_app
+from sanas.cli.evaluate import register as register_evaluate
+from sanas.cli.kws import register as register_kws
 
 app = typer.Typer(
     name="sanas",
@@ -24,6 +27,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
+app.add_typer(bench_app, name="bench")
+register_kws(app)
+register_evaluate(app)
 example_app = typer.Typer(help="Runnable examples of the general core.", no_args_is_help=True)
 app.add_typer(example_app, name="example")
 

@@ -20,7 +20,10 @@ size 1, or over many streams at once, and does real work only where the papers c
   previous step, more when it was off in between (all of them after 5 steps off).
 - **Skipping.** The step's used set comes from a policy (:class:`ArchitecturePolicy`); the
   network runs through :func:`~sanas.supernet.executors.run_skipping` with the trunk rows
-  as ``precomputed`` outputs, so no unused node's module is ever called.
+  as ``precomputed`` outputs, so no unused node's module is ever called. A fixed
+  architecture (no policy, :class:`FixedPolicy`) is resolved once, not at every step.
+  Trunk rows are computed by :func:`~sanas.kws.sequence_forward.run_trunk_node`
+  (channels-last features, for a fast frequency pooling).
 - **MACs.** Each step reports the paper's per-window count (:class:`MacsCost` on the used
   set, the reference accounting) and the MACs actually executed (trunk nodes charged per
   computed row): for a static cnn-trad-fpool3 step with warm caches, 6.76M (conv_0) +
@@ -30,7 +33,12 @@ size 1, or over many streams at once, and does real work only where the papers c
 
 Outputs equal the window-by-window computation
 (:func:`~sanas.kws.sequence_forward.forward_windows_plain` on the frontend's features over
-the whole stream) to float rounding. The network must be in eval mode.
+the whole stream) to float rounding. The network must be in eval mode, on the CPU.
+
+Threads: a batch-1 step is a chain of small operations; when the machine's other cores are
+busy, a second torch thread makes each of them wait for a descheduled helper (measured on
+a shared 2-core machine: 2.8 to 100 ms per static cached step with 2 threads, 2.2 ms with
+1). Stream with ``torch.set_num_threads(1)``; ``sanas bench streaming`` measures both.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ import torch
 from torch import Tensor, nn
 
 from sanas.kws.features import MFCC, LogMel
-from sanas.kws.sequence_forward import STEP_FRAMES, TrunkLayout, channels_last, trunk_layout
+from sanas.kws.sequence_forward import STEP_FRAMES, TrunkLayout, run_trunk_node, trunk_layout
 from sanas.supernet.costs import MacsCost
 from sanas.supernet.executors import run_skipping
 from sanas.supernet.graph import SuperNetwork
@@ -265,6 +273,7 @@ class _Stream:
 
 
 def _cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    """``torch.cat``, without a copy for a single tensor (the batch-1 path)."""
     return tensors[0] if len(tensors) == 1 else torch.cat(list(tensors), dim=dim)
 
 
@@ -335,12 +344,15 @@ class MultiStreamEngine:
         self.features.reset(count)
         empty = torch.zeros(0, self.frontend.n_features)
         self.streams = [_Stream(frames=empty) for _ in range(count)]
+        self.flushed = False
 
     # ----------------------------------------------------------------------- public
     @torch.inference_mode()
     def feed(self, chunks: Sequence[AudioChunk | None]) -> list[list[StepResult]]:
         """Append one chunk of 16 kHz float audio per stream (``None``: nothing new) and
         return each stream's completed steps, in order."""
+        if self.flushed:
+            raise ValueError("the streams were flushed; reset() before feeding new audio")
         if len(chunks) != len(self.streams):
             raise ValueError(
                 f"expected {len(self.streams)} chunks, one per stream; got {len(chunks)}"
@@ -352,6 +364,9 @@ class MultiStreamEngine:
     def flush(self) -> list[list[StepResult]]:
         """End every stream: add the zero padding the frontend puts after a whole stream
         and return the steps it completes. Streams must be :meth:`reset` before reuse."""
+        if self.flushed:
+            raise ValueError("the streams were already flushed; reset() first")
+        self.flushed = True
         return self._advance(self.features.finish())
 
     # --------------------------------------------------------------------- features
@@ -404,8 +419,10 @@ class MultiStreamEngine:
 
     def _architectures(self, active: list[int]) -> list[_Plan]:
         """Ask the policy, once for the streams at their first step and once for the others."""
-        if self._fixed is not None or self.policy is None:
-            return [self._fixed] * len(active)  # type: ignore[list-item]
+        if self._fixed is not None:
+            return [self._fixed] * len(active)
+        policy = self.policy
+        assert policy is not None  # no policy means every node on: a fixed plan
         plans: list[_Plan | None] = [None] * len(active)
         for first in (True, False):
             streams = [self.streams[i] for i in active]
@@ -416,7 +433,7 @@ class MultiStreamEngine:
             previous = None if first else _cat([s.previous for s in streams])  # type: ignore[misc]
             states = [s.state for s in streams]
             state = None if first or states[0] is None else _cat(states)  # type: ignore[arg-type]
-            architecture, new_state = self.policy(previous, state, len(members))
+            architecture, new_state = policy(previous, state, len(members))
             for j, (k, stream) in enumerate(zip(members, streams, strict=True)):
                 stream.state = None if new_state is None else new_state[j : j + 1]
                 plans[k] = self._plan(architecture[j].detach().bool())
@@ -452,7 +469,7 @@ class MultiStreamEngine:
     def _run_group(
         self, streams: list[_Stream], plan: _Plan, firsts: tuple[int, ...], windows: list[Tensor]
     ) -> list[StepResult]:
-        x = channels_last(_cat(windows))  # see channels_last: faster pooling in the trunk
+        x = _cat(windows)
         batch = len(streams)
         start = streams[0].step * self.step_frames
         precomputed: dict[str, Tensor] = {}
@@ -461,7 +478,9 @@ class MultiStreamEngine:
             rows = self.layout.rows[name]
             source = self.layout.inputs[name]
             inputs = x if source == self.layout.input_name else precomputed[source]
-            new = self.net.nodes[name].module(inputs[:, :, first : rows + self.layout.shrink[name]])
+            new = run_trunk_node(
+                self.net, name, inputs[:, :, first : rows + self.layout.shrink[name]]
+            )
             if first:
                 kept = [s.caches[name] for s in streams]
                 old = _cat([cached[:, :, start - row0 :] for row0, cached in kept])
@@ -470,7 +489,8 @@ class MultiStreamEngine:
             executed += self.row_macs[name] * (rows - first)
             for k, stream in enumerate(streams):
                 stream.caches[name] = (start, new[k : k + 1])
-        out = run_skipping(self.net, x, plan.used.expand(batch, -1), precomputed=precomputed)
+        used = plan.used if batch == 1 else plan.used.expand(batch, -1)
+        out = run_skipping(self.net, x, used, precomputed=precomputed)
         logits = out.output
         scores = logits if self.logit_transform is None else self.logit_transform(logits)
         posteriors = torch.softmax(scores, dim=1)

@@ -144,8 +144,10 @@ class TrainConfig:
              "must be 'reference' or 'exact'"),
             ("threads", self.threads, self.threads >= 0, "must be >= 0"),
             ("workers", self.workers, self.workers >= 0, "must be >= 0"),
-            ("limit_train", self.limit_train, (self.limit_train or 1) >= 1, "must be >= 1"),
-            ("limit_val", self.limit_val, (self.limit_val or 1) >= 1, "must be >= 1"),
+            ("limit_train", self.limit_train, self.limit_train is None or self.limit_train >= 1,
+             "must be >= 1"),
+            ("limit_val", self.limit_val, self.limit_val is None or self.limit_val >= 1,
+             "must be >= 1"),
             ("options.gamma", self.options.gamma, self.model == "sanas" or not self.options.gamma,
              "must be 0 unless model is sanas (only a controller acts on later steps)"),
         ]  # fmt: skip
@@ -273,7 +275,10 @@ class _State:
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"config field 'device' is {name!r} but CUDA is not available")
+    return device
 
 
 def _datasets(config: TrainConfig) -> tuple[SequenceDataset, SequenceDataset, tuple[str, ...]]:
@@ -551,12 +556,8 @@ def _train(config: TrainConfig) -> RunResult:
     try:
         for epoch in range(state.epoch + 1, config.epochs + 1):
             started = time.perf_counter()
-            row = {
-                "epoch": epoch,
-                **_train_epoch(
-                    model, optimizer, objective, train_set, config, epoch, labels, device
-                ),
-            }
+            row: dict[str, Any] = {"epoch": epoch}
+            row.update(_train_epoch(model, optimizer, objective, train_set, config, epoch, device))
             row.update(evaluate(model, val_batches, labels))
             row["seconds"] = time.perf_counter() - started
             state.epoch = epoch
@@ -608,13 +609,13 @@ def _train_epoch(
     train_set: SequenceDataset,
     config: TrainConfig,
     epoch: int,
-    labels: tuple[str, ...],
     device: torch.device,
 ) -> dict[str, Any]:
     """One pass over freshly drawn training sequences; returns the epoch's train metrics."""
     model.train()
     train_set.set_epoch(epoch)
     loader = _loader(train_set, config, _epoch_order(len(train_set), config.seed, epoch))
+    labels = kws_task(config.task).labels
     tally = _Tally(len(labels))
     sums = {"arch_loss": 0.0, "penalty": 0.0, "baseline": 0.0}
     probs = torch.zeros(model.net.num_stochastic, dtype=torch.float64)

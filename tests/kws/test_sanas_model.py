@@ -224,3 +224,12 @@ def test_invalid_options_are_named() -> None:
         SANASOptions(baseline="batch")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown model"):
         build_kws_model("resnet")  # type: ignore[arg-type]
+
+
+def test_improved_options_turn_every_quirk_off() -> None:
+    reference, improved = SANASOptions(), SANASOptions.improved()
+    assert reference.logit_relu and not improved.logit_relu
+    assert not reference.detach_features and improved.detach_features
+    assert (reference.log_prob_reduction, improved.log_prob_reduction) == ("mean", "sum")
+    assert (reference.baseline, improved.baseline) == ("ema_reference", "ema")
+    assert not reference.learned_initial_state and improved.learned_initial_state

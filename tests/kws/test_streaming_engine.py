@@ -3,6 +3,8 @@ computing only new rows and used nodes."""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,15 @@ from sanas.supernet.graph import SuperNetwork
 WORDS = ("yes", "no", "up", "left")
 TIER_0 = ("in", "shortcut_0", "features", "classifier")
 TIER_35 = ("in", "conv_0", "shortcut_1", "features", "classifier")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Batch-1 steps are latency-bound: one thread avoids waiting on a busy second core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +115,7 @@ def test_incremental_features_equal_the_whole_stream(audio: np.ndarray) -> None:
     sizes = [1, 159, 160, 3200, 37, 5000, 3200, 2]
     bounds = np.cumsum([0, *sizes, len(audio) - sum(sizes)])
     parts = [
-        features.push([torch.from_numpy(audio[a:b])])[0]
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        features.push([torch.from_numpy(audio[a:b])])[0] for a, b in itertools.pairwise(bounds)
     ]
     before_end = torch.cat(parts)
     # Everything but the frames within 240 samples of the end, which need the padding.
@@ -201,7 +211,9 @@ def test_multi_stream_equals_independent_streams(audio: np.ndarray, net: SuperNe
         results: list[list[Tensor]] = [[], [], []]
         longest = max(len(a) // size + 1 for a, size in zip(streams, chunk_sizes, strict=True))
         for k in range(longest):
-            chunks = [a[k * size : (k + 1) * size] for a, size in zip(streams, chunk_sizes, strict=True)]
+            chunks = [
+                a[k * size : (k + 1) * size] for a, size in zip(streams, chunk_sizes, strict=True)
+            ]
             for i, steps in enumerate(engine.feed(chunks)):
                 results[i] += [s.logits for s in steps]
         for i, steps in enumerate(engine.flush()):
@@ -212,6 +224,16 @@ def test_multi_stream_equals_independent_streams(audio: np.ndarray, net: SuperNe
     for stream, logits in zip(streams, results, strict=True):
         alone = StreamingEngine(net, ScheduledPolicy(schedule)).run(stream)
         np.testing.assert_allclose(torch.stack(logits).numpy(), alone.logits, atol=1e-5)
+
+
+def test_feeding_after_flush_is_refused(net: SuperNetwork) -> None:
+    engine = StreamingEngine(net)
+    engine.feed(np.zeros(3200, dtype=np.float32))
+    engine.flush()
+    with pytest.raises(ValueError, match="reset"):
+        engine.feed(np.zeros(3200, dtype=np.float32))
+    engine.reset()
+    assert engine.feed(np.zeros(3200, dtype=np.float32)) == []
 
 
 def test_training_mode_is_refused(net: SuperNetwork) -> None:

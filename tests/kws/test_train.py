@@ -139,6 +139,7 @@ def test_config_file_round_trip(tmp_path: Path) -> None:
         ({"options": {"baseline": "batch"}}, "'options.baseline' must be one of"),
         ({"sequence": {"lengths_s": []}}, "'sequence.lengths_s' must be a non-empty list"),
         ({"data": ""}, "'data' is required"),
+        ({"limit_train": 0}, "'limit_train' must be >= 1"),
     ],
 )
 def test_bad_fields_are_named(values: dict[str, object], message: str) -> None:

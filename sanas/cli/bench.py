@@ -1,0 +1,76 @@
+"""``sanas bench ...``: measurements on this machine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+bench_app = typer.Typer(no_args_is_help=True)
+
+
+@bench_app.callback()
+def bench() -> None:
+    """Benchmarks on this machine."""
+
+
+@bench_app.command("streaming")
+def streaming(
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the results here as JSON.")
+    ] = None,
+    model_run: Annotated[
+        Path | None,
+        typer.Option(help="Training run folder: its model's own choices give the mix row."),
+    ] = None,
+    mix: Annotated[
+        str | None,
+        typer.Option(
+            help="Tier fractions of the mix row without a run, e.g. 0.52M=0.5,35M=0.4,full=0.1"
+            " (the default)."
+        ),
+    ] = None,
+    audio: Annotated[
+        Path | None, typer.Option(help="A 16 kHz wav to stream (default: seeded noise).")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="Torch threads at batch 1 (default: 1 or 2, measured).")
+    ] = None,
+    seconds: Annotated[float, typer.Option(help="Length of the default noise stream.")] = 40.0,
+    rounds: Annotated[int, typer.Option(help="Timed rounds of 10 steps per row.")] = 12,
+    train_batch: Annotated[int, typer.Option(help="3 s sequences per training batch.")] = 16,
+    train_rounds: Annotated[int, typer.Option(help="Timed training batches.")] = 4,
+) -> None:
+    """Time streaming inference and training: static window by window vs cached, SANAS
+    cost tiers and a mix, real-time factor, training windows per second.
+
+    Everything runs side by side in one process at batch size 1, features included; the
+    table goes to the screen, the numbers to --json. The mix row uses a trained run's own
+    per-step architectures when --model-run is given (pass real speech with --audio), else
+    a random schedule with the --mix fractions.
+
+    Example: `sanas bench streaming --json bench_streaming.json`
+    """
+    from sanas.kws.bench_streaming import parse_mix, run_streaming_benchmark
+    from sanas.kws.data.audio import read_wav
+
+    try:
+        result = run_streaming_benchmark(
+            audio=None if audio is None else read_wav(audio),
+            model_run=model_run,
+            mix=None if mix is None else parse_mix(mix),
+            threads=threads,
+            seconds=seconds,
+            rounds=rounds,
+            train_batch=train_batch,
+            train_rounds=train_rounds,
+            echo=typer.echo,
+        )
+    except (OSError, ValueError) as err:
+        typer.secho(f"error: {err}", err=True, fg="red")
+        raise typer.Exit(code=2) from None
+    if json_out is not None:
+        json_out.write_text(json.dumps(result, indent=2))
+        typer.echo(f"wrote {json_out}")
