@@ -86,12 +86,22 @@ class StreamEvaluation:
         }
 
 
-def run_model_on_audio(model: KWSModel, audio: np.ndarray, cache: bool = True) -> StreamRun:
-    """Per-step posteriors, architectures and MACs of ``model`` over a recording."""
+def run_model_on_audio(
+    model: KWSModel, audio: np.ndarray, cache: bool = True, threads: int = 1
+) -> StreamRun:
+    """Per-step posteriors, architectures and MACs of ``model`` over a recording.
+
+    Batch-1 steps are small: one thread avoids waiting on a busy second core.
+    """
     policy, transform = policy_for_model(model)
     engine = StreamingEngine(model.net, policy, cache=cache, logit_transform=transform)
-    with torch.inference_mode():
-        return engine.run(audio)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            return engine.run(audio)
+    finally:
+        torch.set_num_threads(previous)
 
 
 def evaluate_model_on_stream(

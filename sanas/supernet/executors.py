@@ -81,11 +81,15 @@ def run_skipping(
         if not everyone:
             value = value.new_zeros(batch, *value.shape[1:]).index_copy(0, rows, value)
         outputs[i] = value
-    dense = [
-        out if out is not None else x.new_zeros(batch, *net.output_shapes[name])
-        for name, out in zip(net.order, outputs, strict=True)
-    ]
-    return _collect(net, dense, used)
+    def dense(name: str) -> Tensor:
+        out = outputs[net.index[name]]
+        return out if out is not None else x.new_zeros(batch, *net.output_shapes[name])
+
+    return SuperNetOutput(
+        output=dense(net.output_name),
+        features={name: dense(name) for name in net.feature_outputs},
+        used=used,
+    )
 
 
 def _gather_inputs(

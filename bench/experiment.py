@@ -1,0 +1,48 @@
+"""Reproduce the paper's Table 1 on the real Speech Commands subset (issue 4).
+
+Trains cnn-trad-fpool3, + shortcuts, a constrained BSN and SANAS at several λ, evaluates
+them all on the same stream made from the testing list, and writes table.csv/json/txt,
+cost_accuracy.png (Figure 5) and cost_per_class.png (Figure 6) in --out.
+
+Usage: .venv/bin/python bench/experiment.py --out out/experiment [--epochs 12 --channels 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from sanas.kws.experiment import default_specs, format_table, run_experiment
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/speech_commands_subset"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--data", default=os.environ.get("SANAS_SPEECH_COMMANDS", DEFAULT_DATA))
+    parser.add_argument("--out", default="out/experiment")
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--channels", type=int, default=16, help="64 is the paper's width")
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--lambdas", default="1e-8,3e-8,1e-7")
+    parser.add_argument("--bsn-budget", type=float, default=3e6)
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args()
+    lams = tuple(float(v) for v in args.lambdas.split(","))
+    rows = run_experiment(
+        args.data,
+        args.out,
+        default_specs(lams, args.bsn_budget),
+        epochs=args.epochs,
+        channels=args.channels,
+        minutes=args.minutes,
+        jobs=args.jobs,
+    )
+    print(format_table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""The paper's experiment as one call: train static, BSN and SANAS models, evaluate them all
+on the same streaming test file, and write Table 1, its CSV and the figures.
+
+Model selection uses each run's validation set only; the stream is built from the testing
+list and is touched only for the final table.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sanas.kws.plots import ModelPoint, plot_cost_accuracy, plot_cost_per_class
+
+TABLE_COLUMNS = ("model", "matched", "correct", "wrong", "false_alarm", "macs_per_step")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One model to train: a name, its family and the TrainConfig fields that differ."""
+
+    name: str
+    family: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def default_specs(
+    lams: tuple[float, ...] = (1e-8, 3e-8, 1e-7), bsn_budget: float = 3e6
+) -> list[RunSpec]:
+    """Static baselines, one constrained BSN and SANAS at several λ (linear penalty)."""
+    specs = [
+        RunSpec("cnn-trad-fpool3", "static", {"model": "static"}),
+        RunSpec("+ shortcuts", "static", {"model": "static-shortcuts"}),
+        RunSpec(
+            f"BSN ≤{bsn_budget / 1e6:g}M",
+            "bsn",
+            {"model": "bsn", "budget_mode": "constrained", "budget": bsn_budget},
+        ),
+    ]
+    specs += [RunSpec(f"SANAS λ={lam:g}", "sanas", {"model": "sanas", "lam": lam}) for lam in lams]
+    return specs
+
+
+def _train_and_evaluate(spec: RunSpec, base: dict[str, Any], stream_dir: str) -> dict[str, Any]:
+    """Worker: train one run (resuming if it exists), then score it on the stream."""
+    from sanas.kws.evaluate import evaluate_run
+    from sanas.kws.train import TrainConfig, train
+
+    config = TrainConfig.from_dict({**base, **spec.fields})
+    start = time.perf_counter()
+    result = train(config)
+    train_seconds = time.perf_counter() - start
+    evaluation = evaluate_run(
+        config.out,
+        Path(stream_dir) / "stream.wav",
+        Path(stream_dir) / "labels.txt",
+        Path(config.out) / "stream_eval.json",
+    )
+    scores = evaluation.to_dict()
+    return {
+        "model": spec.name,
+        "family": spec.family,
+        "run": config.out,
+        "matched": scores["matched"],
+        "correct": scores["correct"],
+        "wrong": scores["wrong"],
+        "false_alarm": scores["false_alarm"],
+        "fa_per_hour": scores["fa_per_hour"],
+        "macs_per_step": scores["macs_per_step"],
+        "executed_macs_per_step": scores["executed_macs_per_step"],
+        "val_accuracy": result.best_accuracy,
+        "best_epoch": result.best_epoch,
+        "train_seconds": train_seconds,
+        "eval_seconds": evaluation.seconds,
+    }
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Table 1 of the paper: percentages of ground-truth words and MACs per step."""
+    lines = [
+        f"{'model':<22} {'Matched':>8} {'Correct':>8} {'Wrong':>6} {'FA':>5} "
+        f"{'MACs/step':>10} {'executed':>9} {'train s':>8}"
+    ]
+    for row in rows:
+        lines.append(
+            f"{row['model']:<22} {row['matched']:>8.1f} {row['correct']:>8.1f} "
+            f"{row['wrong']:>6.1f} {row['false_alarm']:>5.1f} "
+            f"{row['macs_per_step'] / 1e6:>9.2f}M {row['executed_macs_per_step'] / 1e6:>8.2f}M "
+            f"{row['train_seconds']:>8.0f}"
+        )
+    return "\n".join(lines)
+
+
+def run_experiment(
+    data: str | Path,
+    out: str | Path,
+    specs: list[RunSpec] | None = None,
+    *,
+    epochs: int = 12,
+    channels: int = 16,
+    minutes: float = 10.0,
+    seed: int = 0,
+    jobs: int = 2,
+    base_fields: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Train and evaluate every spec; write ``table.csv``, ``table.json`` and figures in ``out``."""
+    from sanas.kws.data.speech_commands import SpeechCommands
+    from sanas.kws.data.stream_file import generate_streaming_test
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    specs = specs or default_specs()
+    stream_dir = out / "stream"
+    if not (stream_dir / "labels.txt").is_file():
+        generate_streaming_test(SpeechCommands(data), stream_dir, minutes=minutes, seed=seed)
+    base = {
+        "data": str(data),
+        "epochs": epochs,
+        "channels": channels,
+        "seed": seed,
+        "progress": False,
+        "options": {"logit_relu": False, "baseline": "ema", "log_prob_reduction": "sum"},
+        **(base_fields or {}),
+    }
+    work = [
+        (spec, {**base, "out": str(out / "runs" / _slug(spec.name))}, str(stream_dir))
+        for spec in specs
+    ]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        rows = list(pool.map(_train_and_evaluate, *zip(*work, strict=True)))
+    _write_outputs(rows, out)
+    return rows
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in ".-" else "_" for c in name).strip("_")
+
+
+def _write_outputs(rows: list[dict[str, Any]], out: Path) -> None:
+    with open(out / "table.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "table.json").write_text(json.dumps(rows, indent=2))
+    (out / "table.txt").write_text(format_table(rows) + "\n")
+    plot_cost_accuracy(
+        [
+            ModelPoint(r["model"], r["family"], r["macs_per_step"], r["matched"], r["correct"])
+            for r in rows
+        ],
+        out / "cost_accuracy.png",
+    )
+    sanas_rows = [r for r in rows if r["family"] == "sanas"]
+    if sanas_rows:
+        chosen = max(sanas_rows, key=lambda r: r["correct"])
+        history = [
+            json.loads(line)
+            for line in (Path(chosen["run"]) / "metrics.jsonl").read_text().splitlines()
+        ]
+        labels = list(history[0]["train_macs_per_class"])
+        plot_cost_per_class(
+            [h["epoch"] for h in history],
+            {label: [h["train_macs_per_class"][label] for h in history] for label in labels},
+            out / "cost_per_class.png",
+        )

@@ -1,0 +1,84 @@
+"""Evaluating trained runs on a streaming file, and the experiment that builds Table 1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from sanas.cli import app
+from sanas.kws.experiment import RunSpec, format_table, run_experiment
+
+
+def test_experiment_trains_evaluates_and_writes_table_and_figures(
+    tone_data: Path, tmp_path: Path
+) -> None:
+    specs = [
+        RunSpec("static", "static", {"model": "static-shortcuts"}),
+        RunSpec("SANAS", "sanas", {"model": "sanas", "lam": 1e-7}),
+    ]
+    rows = run_experiment(
+        tone_data,
+        tmp_path,
+        specs,
+        epochs=1,
+        channels=2,
+        minutes=0.5,
+        jobs=1,
+        base_fields={"batch_size": 8, "workers": 0},
+    )
+    assert [r["model"] for r in rows] == ["static", "SANAS"]
+    for row in rows:
+        assert 0 <= row["correct"] <= row["matched"] <= 100
+        assert row["executed_macs_per_step"] <= row["macs_per_step"]
+    assert rows[0]["macs_per_step"] > 0
+    for name in ("table.csv", "table.json", "table.txt", "cost_accuracy.png", "cost_per_class.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert "Matched" in format_table(rows)
+
+    run = rows[1]["run"]
+    stream = tmp_path / "stream"
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            run,
+            "--stream-wav",
+            str(stream / "stream.wav"),
+            "--stream-labels",
+            str(stream / "labels.txt"),
+            "--json",
+            str(tmp_path / "eval.json"),
+            "--plots",
+            str(tmp_path / "plots"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    scores = json.loads((tmp_path / "eval.json").read_text())
+    required = {
+        "matched",
+        "correct",
+        "wrong",
+        "false_alarm",
+        "macs_per_step",
+        "steps",
+        "fa_per_hour",
+    }
+    assert required <= set(scores)
+    assert scores["steps"] == 5 * 30 - 4  # 30 s of audio, a step every 200 ms, 1 s windows
+    assert scores["macs_per_step"] == rows[1]["macs_per_step"]
+    assert (tmp_path / "plots" / "stream_timeline.png").is_file()
+    assert (tmp_path / "plots" / "fa_fr_curve.png").is_file()
+
+    printed = CliRunner().invoke(app, ["stream", run, "--wav", str(stream / "stream.wav")])
+    assert printed.exit_code == 0, printed.output
+    assert "MACs per step" in printed.output
+
+
+def test_evaluate_names_a_missing_run_in_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["evaluate", str(tmp_path), "--stream-wav", "x.wav", "--stream-labels", "y.txt"]
+    )
+    assert result.exit_code == 2
+    assert "not a training run folder" in result.output
