@@ -25,11 +25,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
+from sanas.kws.data.sequences import STEP_FRAMES, WINDOW_FRAMES, windows
 from sanas.supernet.executors import run_masked
 from sanas.supernet.graph import SuperNetOutput, SuperNetwork
-
-WINDOW_FRAMES = 101
-STEP_FRAMES = 20
 
 _POINTWISE = (
     nn.ReLU,
@@ -45,9 +43,9 @@ _POINTWISE = (
 )
 
 
-def cut_windows(features: Tensor, step: int = STEP_FRAMES, window: int = WINDOW_FRAMES) -> Tensor:
-    """(batch, frames, coeffs) → (batch, steps, 1, window, coeffs) windows every ``step`` frames."""
-    return features.unfold(1, window, step).permute(0, 1, 3, 2).unsqueeze(2)
+def cut_windows(features: Tensor) -> Tensor:
+    """(batch, frames, coeffs) → (batch, steps, 1, 101, coeffs): the network's inputs."""
+    return windows(features).unsqueeze(2)
 
 
 def run_trunk_node(net: SuperNetwork, name: str, x: Tensor) -> Tensor:
@@ -222,3 +220,18 @@ def forward_windows_plain(net: SuperNetwork, features: Tensor, used: Tensor) -> 
 def forward_windows_shared(net: SuperNetwork, features: Tensor, used: Tensor) -> SuperNetOutput:
     """:func:`forward_windows_plain` with the trunk computed once per sequence (same outputs)."""
     return _forward_windows(net, features, used, precompute_trunk(net, features).windows())
+
+
+__all__ = [
+    "STEP_FRAMES",
+    "WINDOW_FRAMES",
+    "SharedTrunk",
+    "TrunkLayout",
+    "cut_windows",
+    "forward_windows_plain",
+    "forward_windows_shared",
+    "precompute_trunk",
+    "run_trunk_node",
+    "slides_in_time",
+    "trunk_layout",
+]
