@@ -6,6 +6,8 @@ controller module (SANAS); both give an :class:`ArchitectureDistribution`.
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import torch
 from torch import Tensor, nn
 from torch.distributions import Bernoulli
@@ -16,7 +18,11 @@ class ArchitectureDistribution:
 
     def __init__(self, logits: Tensor):
         self.logits = logits
-        self._bernoulli = Bernoulli(logits=logits)
+
+    @cached_property
+    def _bernoulli(self) -> Bernoulli:
+        # built on first use: the deterministic mode (every streaming step) needs none
+        return Bernoulli(logits=self.logits)
 
     @property
     def probs(self) -> Tensor:
