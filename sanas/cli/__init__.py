@@ -12,6 +12,7 @@ import typer
 
 from sanas.cli.bench import bench_app
 from sanas.cli.data import data_app
+from sanas.cli.errors import fail
 from sanas.cli.evaluate import register as register_evaluate
 from sanas.cli.kws import register as register_kws
 
@@ -33,12 +34,6 @@ register_kws(app)
 register_evaluate(app)
 example_app = typer.Typer(help="Runnable examples of the general core.", no_args_is_help=True)
 app.add_typer(example_app, name="example")
-
-
-def fail(message: str) -> typer.Exit:
-    """Print a one-line error and return the exit to raise (code 2)."""
-    typer.secho(f"error: {message}", err=True, fg="red")
-    return typer.Exit(code=2)
 
 
 @app.command()

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from sanas.cli.errors import fail
+
 bench_app = typer.Typer(no_args_is_help=True)
 
 
@@ -69,8 +71,7 @@ def streaming(
             echo=typer.echo,
         )
     except (OSError, ValueError) as err:
-        typer.secho(f"error: {err}", err=True, fg="red")
-        raise typer.Exit(code=2) from None
+        raise fail(err) from None
     if json_out is not None:
         json_out.write_text(json.dumps(result, indent=2))
         typer.echo(f"wrote {json_out}")

@@ -8,6 +8,8 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from sanas.cli.errors import fail
+
 data_app = typer.Typer(help="Get and make keyword-spotting data.", no_args_is_help=True)
 
 T = TypeVar("T")
@@ -22,8 +24,7 @@ def _run(action: Callable[[], T], *errors: type[Exception]) -> T:
     try:
         return action()
     except (ValueError, OSError, *errors) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
+        raise fail(error) from None
 
 
 @data_app.command("download")

@@ -8,13 +8,10 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from sanas.cli.errors import fail
+
 if TYPE_CHECKING:
     from sanas.kws.evaluate import StreamEvaluation
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg="red")
-    return typer.Exit(code=2)
 
 
 def evaluate(
@@ -41,7 +38,7 @@ def evaluate(
     try:
         result = evaluate_run(run, stream_wav, stream_labels, json_out)
     except (OSError, ValueError) as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     scores = result.to_dict()
     typer.echo(
         f"matched {scores['matched']:.1f}%  correct {scores['correct']:.1f}%  "
@@ -106,7 +103,7 @@ def stream(
         model, config = load_run(run)
         audio = read_wav(wav)
     except (OSError, ValueError) as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     labels = tuple(kws_task(config.task).labels)
     result = run_model_on_audio(model, audio)
     for detection in detect(result.times_ms, result.posteriors, labels):

@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
+from sanas.cli.errors import fail
+
 
 def train_command(
     data: Annotated[
@@ -115,8 +117,7 @@ def train_command(
         run_config = load_config(config, **given) if config else TrainConfig.from_dict(given)
         result = train(run_config)
     except (ValueError, OSError, AudioError) as error:
-        typer.secho(f"error: {error}", err=True, fg="red")
-        raise typer.Exit(2) from None
+        raise fail(error) from None
     typer.echo(
         f"{result.run_dir}: best epoch {result.best_epoch}, validation accuracy "
         f"{result.best_accuracy:.3f} at {result.best_macs_per_step:,.0f} MACs per step; "
