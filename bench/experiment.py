@@ -30,12 +30,13 @@ def main() -> None:
     parser.add_argument("--lambdas", default="1e-8,3e-8,1e-7")
     parser.add_argument("--bsn-budget", type=float, default=3e6)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--arch-lr", type=float, default=1e-2, help="lr of BSN logits / controller")
     args = parser.parse_args()
     lams = tuple(float(v) for v in args.lambdas.split(","))
     rows = run_experiment(
         args.data,
         args.out,
-        default_specs(lams, args.bsn_budget),
+        default_specs(lams, args.bsn_budget, args.arch_lr),
         epochs=args.epochs,
         channels=args.channels,
         minutes=args.minutes,

@@ -31,19 +31,29 @@ class RunSpec:
 
 
 def default_specs(
-    lams: tuple[float, ...] = (1e-8, 3e-8, 1e-7), bsn_budget: float = 3e6
+    lams: tuple[float, ...] = (1e-8, 3e-8, 1e-7),
+    bsn_budget: float = 3e6,
+    arch_lr: float | None = None,
 ) -> list[RunSpec]:
-    """Static baselines, one constrained BSN and SANAS at several λ (linear penalty)."""
+    """Static baselines, one constrained BSN and SANAS at several λ (linear penalty).
+
+    ``arch_lr``: learning rate of the BSN logits and the SANAS controller (None: as the
+    network's, the reference).
+    """
+    search = {} if arch_lr is None else {"arch_lr": arch_lr}
     specs = [
         RunSpec("cnn-trad-fpool3", "static", {"model": "static"}),
         RunSpec("+ shortcuts", "static", {"model": "static-shortcuts"}),
         RunSpec(
             f"BSN ≤{bsn_budget / 1e6:g}M",
             "bsn",
-            {"model": "bsn", "budget_mode": "constrained", "budget": bsn_budget},
+            {"model": "bsn", "budget_mode": "constrained", "budget": bsn_budget, **search},
         ),
     ]
-    specs += [RunSpec(f"SANAS λ={lam:g}", "sanas", {"model": "sanas", "lam": lam}) for lam in lams]
+    specs += [
+        RunSpec(f"SANAS λ={lam:g}", "sanas", {"model": "sanas", "lam": lam, **search})
+        for lam in lams
+    ]
     return specs
 
 

@@ -103,6 +103,7 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-3
+    arch_lr: float | None = None
     weight_decay: float = 1e-5
     seed: int = 0
     channels: int = 64
@@ -331,10 +332,15 @@ def _make_model(config: TrainConfig, num_classes: int) -> KWSModel:
 
 
 def _optimizer(model: KWSModel, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam, lr for both groups, weight decay on the network only (the reference's recipe)."""
+    """Adam with weight decay on the network only; the architecture's parameters (BSN logits,
+    SANAS controller) use ``arch_lr``, by default ``lr`` as in the reference. With Adam a
+    logit moves about lr per step, so 1e-3 needs thousands of steps to leave its initial 3."""
     groups = [{"params": model.network_parameters(), "weight_decay": config.weight_decay}]
     if model.architecture_parameters():
-        groups.append({"params": model.architecture_parameters(), "weight_decay": 0.0})
+        arch_lr = config.lr if config.arch_lr is None else config.arch_lr
+        groups.append(
+            {"params": model.architecture_parameters(), "weight_decay": 0.0, "lr": arch_lr}
+        )
     return torch.optim.Adam(groups, lr=config.lr)
 
 

@@ -198,3 +198,14 @@ def test_trains_on_the_real_subset(speech_commands_root: Path, tmp_path: Path) -
         "_silence_", "_unknown_", "yes", "no", "up", "down",
         "left", "right", "on", "off", "stop", "go",
     }  # fmt: skip
+
+
+def test_architecture_parameters_can_learn_at_their_own_rate() -> None:
+    from sanas.kws.sanas_model import build_kws_model
+    from sanas.kws.train import _optimizer
+
+    model = build_kws_model("bsn", num_classes=3, channels=2)
+    reference = _optimizer(model, TrainConfig(lr=1e-3))
+    faster = _optimizer(model, TrainConfig(lr=1e-3, arch_lr=1e-2))
+    assert [g["lr"] for g in reference.param_groups] == [1e-3, 1e-3]
+    assert [g["lr"] for g in faster.param_groups] == [1e-3, 1e-2]
