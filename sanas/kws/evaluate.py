@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sanas.kws.data.audio import read_wav
+from sanas.kws.data.audio import SAMPLE_RATE, read_wav
 from sanas.kws.data.speech_commands import kws_task
 from sanas.kws.data.stream_file import read_stream_labels
 from sanas.kws.sanas_model import KWSModel
@@ -29,8 +29,8 @@ from sanas.kws.streaming_metrics import (
     DetectionConfig,
     StreamingScore,
     detect,
-    evaluate_stream,
     false_alarm_false_reject_curve,
+    match_detections,
 )
 
 
@@ -115,19 +115,14 @@ def evaluate_model_on_stream(
     config = config or DetectionConfig()
     audio = read_wav(wav_path)
     ground_truth = read_stream_labels(labels_path)
-    duration_ms = 1000.0 * len(audio) / 16000
+    duration_ms = 1000.0 * len(audio) / SAMPLE_RATE
     start = time.perf_counter()
     run = run_model_on_audio(model, audio)
     seconds = time.perf_counter() - start
+    detections = detect(run.times_ms, run.posteriors, labels, config)
     score, reference = (
-        evaluate_stream(
-            run.times_ms,
-            run.posteriors,
-            labels,
-            ground_truth,
-            duration_ms,
-            config,
-            convention=convention,
+        match_detections(
+            detections, ground_truth, config, duration_ms=duration_ms, convention=convention
         )
         for convention in ("tensorflow", "reference")
     )
@@ -136,7 +131,7 @@ def evaluate_model_on_stream(
         reference_score=reference,
         labels=labels,
         run=run,
-        detections=detect(run.times_ms, run.posteriors, labels, config),
+        detections=detections,
         curve=false_alarm_false_reject_curve(
             run.times_ms, run.posteriors, labels, ground_truth, duration_ms, config=config
         ),
