@@ -49,7 +49,7 @@ from sanas.kws.streaming import (
     ScheduledPolicy,
     StepResult,
     StreamingEngine,
-    policy_for_model,
+    engine_for_model,
 )
 from sanas.kws.streaming_metrics import detect
 from sanas.supernet.costs import MacsCost
@@ -307,13 +307,12 @@ def real_time_factor(engine: StreamingEngine, audio: np.ndarray, labels: list[st
     return (time.perf_counter() - start) / (len(audio) / SAMPLE_RATE)
 
 
-def _load_model_run(path: Path) -> tuple[SuperNetwork, ArchitecturePolicy | None, Any, list[str]]:
+def _load_model_run(path: Path) -> tuple[StreamingEngine, list[str]]:
     from sanas.kws.data.speech_commands import kws_task
     from sanas.kws.train import load_run
 
     model, config = load_run(path)
-    policy, transform = policy_for_model(model)
-    return model.net, policy, transform, list(kws_task(config.task).labels)
+    return engine_for_model(model), list(kws_task(config.task).labels)
 
 
 # ---------------------------------------------------------------------------- benchmark
@@ -374,12 +373,12 @@ def run_streaming_benchmark(
     labels = labels_12()
 
     if model_run is not None:
-        mix_net, mix_policy, transform, labels = _load_model_run(Path(model_run))
+        mix_engine, labels = _load_model_run(Path(model_run))
         mix_source = f"trained model {model_run}"
     else:
         mix = dict(mix or DEFAULT_MIX)
-        mix_net, transform = supernet, None
         mix_policy = ScheduledPolicy(mix_schedule(supernet, mix, len(chunks), seed))
+        mix_engine = StreamingEngine(supernet, mix_policy)
         mix_source = "random schedule, " + ", ".join(f"{k} {v:.0%}" for k, v in mix.items())
     engines: dict[str, Any] = {
         "features": _Features(),
@@ -389,7 +388,7 @@ def run_streaming_benchmark(
     }
     for tier in TIERS:
         engines[f"tier {tier}"] = StreamingEngine(supernet, tier_policy(supernet, tier))
-    engines["mix"] = StreamingEngine(mix_net, mix_policy, logit_transform=transform)
+    engines["mix"] = mix_engine
     for tier in TIERS:
         many = _ManyStreams(supernet, tier_policy(supernet, tier), streams)
         engines[f"{streams} streams, tier {tier}"] = many

@@ -22,7 +22,7 @@ from sanas.kws.data.audio import SAMPLE_RATE, read_wav
 from sanas.kws.data.speech_commands import kws_task
 from sanas.kws.data.stream_file import read_stream_labels
 from sanas.kws.sanas_model import KWSModel
-from sanas.kws.streaming import StreamingEngine, StreamRun, policy_for_model
+from sanas.kws.streaming import StreamRun, engine_for_model
 from sanas.kws.streaming_metrics import (
     CurvePoint,
     Detection,
@@ -93,8 +93,7 @@ def run_model_on_audio(
 
     Batch-1 steps are small: one thread avoids waiting on a busy second core.
     """
-    policy, transform = policy_for_model(model)
-    engine = StreamingEngine(model.net, policy, cache=cache, logit_transform=transform)
+    engine = engine_for_model(model, cache=cache)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

@@ -171,6 +171,35 @@ class MFCC(LogMel):
     use_dct = True
 
 
+class FeatureNormalizer(torch.nn.Module):
+    """A fixed per-coefficient affine map, (x − mean) / std, fitted on training features.
+
+    Raw MFCCs span very different ranges (coefficient 0 ≈ −80 ± 25, the others a few
+    units), which slows and destabilises training. The map acts frame by frame, so a
+    streaming engine applies it to each new frame and stays exact. Its statistics are
+    buffers: they are saved with the model's weights. Unfitted, it is the identity.
+    """
+
+    def __init__(self, n_features: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("std", torch.ones(n_features))
+
+    @torch.no_grad()
+    def fit(self, features: Sequence[torch.Tensor], min_std: float = 1e-3) -> FeatureNormalizer:
+        """Set mean and std from (frames, n_features) tensors (e.g. training sequences)."""
+        if not features:
+            raise ValueError("FeatureNormalizer.fit needs at least one feature tensor")
+        frames = torch.cat([f.reshape(-1, self.mean.numel()).double() for f in features])
+        self.mean.copy_(frames.mean(0))
+        self.std.copy_(frames.std(0).clamp_min(min_std))
+        return self
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(..., n_features) → the same shape, normalised."""
+        return (features - self.mean) / self.std
+
+
 class FeatureCache:
     """Features of fixed-length clips, computed once into a memory-mapped ``.npy`` file.
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sanas.kws.data.sequences import IGNORE_INDEX
+from sanas.kws.features import FeatureNormalizer
 from sanas.kws.models import cnn_trad_fpool3
 from sanas.kws.sequence_forward import (
     STEP_FRAMES,
@@ -157,6 +158,7 @@ class KWSModel(nn.Module):
         self.shared_convs = shared_convs
         self.cost = MacsCost(net, adds=cost_adds)
         self.num_classes = net.output_shapes[net.output_name][0]
+        self.input_norm = FeatureNormalizer(net.input_shape[2])
 
     def network_parameters(self) -> list[nn.Parameter]:
         """Weights of the super network (trained by backprop, with weight decay)."""
@@ -216,19 +218,24 @@ class KWSModel(nn.Module):
         return log_prob
 
     def forward(self, features: Tensor, mask: Tensor | None = None) -> KWSOutput:
-        """Run every window of (B, frames, 40) ``features``.
+        """Run every window of (B, frames, 40) raw ``features`` (normalised here by
+        ``input_norm``).
 
         ``mask`` (B, T) marks real steps (a prefix of each row, as batches are padded at
         the end); padded steps are then skipped: no compute, logits 0, nothing used, cost
         0. Without it every window runs, padding included, as in the reference.
         """
+        return self.run_normalized(self.input_norm(features), mask)
+
+    def run_normalized(self, features: Tensor, mask: Tensor | None) -> KWSOutput:
+        """:meth:`forward` on features already normalised: what subclasses implement."""
         raise NotImplementedError
 
 
 class StaticKWS(KWSModel):
     """Every node on at every step: cnn-trad-fpool3, with or without its shortcuts."""
 
-    def forward(self, features: Tensor, mask: Tensor | None = None) -> KWSOutput:
+    def run_normalized(self, features: Tensor, mask: Tensor | None) -> KWSOutput:
         batch, steps = features.shape[0], cut_windows(features).shape[1]
         used = self.net.used(None, batch * steps).view(batch, steps, -1)
         return self._fixed(features, used, mask)
@@ -248,7 +255,7 @@ class BSNKWS(KWSModel):
     def architecture_parameters(self) -> list[nn.Parameter]:
         return list(self.distribution.parameters())
 
-    def forward(self, features: Tensor, mask: Tensor | None = None) -> KWSOutput:
+    def run_normalized(self, features: Tensor, mask: Tensor | None) -> KWSOutput:
         batch, steps = features.shape[0], cut_windows(features).shape[1]
         distribution = self.distribution(batch * steps)
         architecture = distribution.sample() if self.training else distribution.mode()
@@ -288,7 +295,7 @@ class SANASKWS(KWSModel):
     def architecture_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.controller.parameters() if p.requires_grad]
 
-    def forward(self, features: Tensor, mask: Tensor | None = None) -> KWSOutput:
+    def run_normalized(self, features: Tensor, mask: Tensor | None) -> KWSOutput:
         windows = cut_windows(features)
         batch, steps = windows.shape[:2]
         groups = length_groups(mask, features)  # longest first

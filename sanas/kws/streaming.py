@@ -146,6 +146,20 @@ def policy_for_model(
     return policy, model.logits
 
 
+def engine_for_model(model: nn.Module, cache: bool = True) -> StreamingEngine:
+    """A batch-1 :class:`StreamingEngine` that reproduces a trained
+    :class:`~sanas.kws.sanas_model.KWSModel` in evaluation: its policy, logit transform
+    and input normalisation."""
+    policy, transform = policy_for_model(model)
+    return StreamingEngine(
+        model.net,
+        policy,
+        cache=cache,
+        logit_transform=transform,
+        input_transform=model.input_norm,
+    )
+
+
 # ----------------------------------------------------------------------------- features
 class IncrementalFeatures:
     """Frontend frames of ``streams`` audio streams, chunk by chunk.
@@ -290,6 +304,8 @@ class MultiStreamEngine:
         logit_transform: applied to the network output before the softmax (e.g. a trained
             model's logit ReLU, see :func:`policy_for_model`).
         step_frames: frames between consecutive windows (20 = 200 ms).
+        input_transform: a frame-wise map applied to each new feature frame (a trained
+            model's :class:`~sanas.kws.features.FeatureNormalizer`).
     """
 
     def __init__(
@@ -301,6 +317,7 @@ class MultiStreamEngine:
         cache: bool = True,
         logit_transform: Callable[[Tensor], Tensor] | None = None,
         step_frames: int = STEP_FRAMES,
+        input_transform: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         if streams < 1:
             raise ValueError(f"streams must be at least 1, got {streams}")
@@ -317,6 +334,7 @@ class MultiStreamEngine:
         self.features = IncrementalFeatures(self.frontend, streams)
         self.cache = cache
         self.logit_transform = logit_transform
+        self.input_transform = input_transform
         self.step_frames = step_frames
         self.layout: TrunkLayout = trunk_layout(net)
         self.window = self.layout.window
@@ -375,6 +393,8 @@ class MultiStreamEngine:
         r-th new step of every stream that has one."""
         if self.net.training:
             raise ValueError("the network is in training mode; call net.eval() first")
+        if self.input_transform is not None:
+            frames = [self.input_transform(f) for f in frames]
         windows = [self._ready_windows(s, new) for s, new in zip(self.streams, frames, strict=True)]
         results: list[list[StepResult]] = [[] for _ in self.streams]
         for r in range(max((len(w) for w in windows), default=0)):
@@ -532,9 +552,16 @@ class StreamingEngine:
         frontend: LogMel | None = None,
         cache: bool = True,
         logit_transform: Callable[[Tensor], Tensor] | None = None,
+        input_transform: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         self.engine = MultiStreamEngine(
-            net, policy, frontend, streams=1, cache=cache, logit_transform=logit_transform
+            net,
+            policy,
+            frontend,
+            streams=1,
+            cache=cache,
+            logit_transform=logit_transform,
+            input_transform=input_transform,
         )
 
     @property

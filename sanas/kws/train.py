@@ -31,6 +31,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import random
 import tempfile
@@ -69,6 +70,8 @@ CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
 FRONT_DIR = "front"
 BUDGET_MODES = ("linear", "hinge", "constrained")
+LR_SCHEDULES = ("constant", "cosine")
+NORMALIZER_SEQUENCES = 256  # training sequences the input normaliser is fitted on
 # Fields that may change when a run resumes: they do not change what is computed (threads
 # and device may still change float rounding).
 RESUMABLE_CHANGES = frozenset({"epochs", "device", "progress", "workers", "threads"})
@@ -92,6 +95,10 @@ class TrainConfig:
     (MFCC) beside training (0: in the training process). ``limit_train`` / ``limit_val``:
     use only the first N examples (quick runs). ``sequence``: how training sequences are
     drawn; ``options``: the SANAS reference quirks (:class:`SANASOptions`).
+    ``normalize_features``: fit a per-coefficient mean/std on training sequences and
+    normalise the model's input with it (saved with the weights; the reference feeds raw
+    MFCCs). ``lr_schedule``: ``constant`` (the reference) or ``cosine`` (every learning
+    rate decays to 0 over ``epochs``, set at the start of each epoch).
     """
 
     data: str = ""
@@ -117,6 +124,8 @@ class TrainConfig:
     limit_train: int | None = None
     limit_val: int | None = None
     progress: bool = True
+    normalize_features: bool = True
+    lr_schedule: str = "constant"
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
     options: SANASOptions = field(default_factory=SANASOptions)
 
@@ -135,6 +144,8 @@ class TrainConfig:
             ("epochs", self.epochs, self.epochs >= 1, "must be >= 1"),
             ("batch_size", self.batch_size, self.batch_size >= 1, "must be >= 1"),
             ("lr", self.lr, self.lr > 0, "must be > 0"),
+            ("lr_schedule", self.lr_schedule, self.lr_schedule in LR_SCHEDULES,
+             f"must be one of {LR_SCHEDULES}"),
             ("weight_decay", self.weight_decay, self.weight_decay >= 0, "must be >= 0"),
             ("channels", self.channels, self.channels >= 1, "must be >= 1"),
             ("dropout", self.dropout, 0 <= self.dropout < 1, "must be in [0, 1)"),
@@ -341,7 +352,27 @@ def _optimizer(model: KWSModel, config: TrainConfig) -> torch.optim.Optimizer:
         groups.append(
             {"params": model.architecture_parameters(), "weight_decay": 0.0, "lr": arch_lr}
         )
-    return torch.optim.Adam(groups, lr=config.lr)
+    optimizer = torch.optim.Adam(groups, lr=config.lr)
+    for group in optimizer.param_groups:
+        group["base_lr"] = group["lr"]
+    return optimizer
+
+
+def _set_epoch_lr(optimizer: torch.optim.Optimizer, config: TrainConfig, epoch: int) -> None:
+    """Learning rates of ``epoch`` (1-based) under ``config.lr_schedule``: a function of the
+    epoch alone, so a resumed run follows the same schedule."""
+    factor = 1.0
+    if config.lr_schedule == "cosine":
+        factor = 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / config.epochs))
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * factor
+
+
+def _fit_normalizer(model: KWSModel, train_set: SequenceDataset) -> None:
+    """Input statistics from the first training sequences of epoch 0 (deterministic)."""
+    train_set.set_epoch(0)
+    count = min(NORMALIZER_SEQUENCES, len(train_set))
+    model.input_norm.fit([train_set[i].features for i in range(count)])
 
 
 # ------------------------------------------------------------------------- statistics
@@ -541,7 +572,10 @@ def _train(config: TrainConfig) -> RunResult:
     random.seed(config.seed)
     np.random.seed(config.seed)
     train_set, val_set, labels = _datasets(config)
-    model = _make_model(config, len(labels)).to(device)
+    model = _make_model(config, len(labels))
+    if config.normalize_features:
+        _fit_normalizer(model, train_set)
+    model = model.to(device)
     optimizer = _optimizer(model, config)
     budget = make_budget(config.budget_mode, config.lam, config.budget)  # type: ignore[arg-type]
     objective = SequenceObjective(budget, config.options)
@@ -563,6 +597,8 @@ def _train(config: TrainConfig) -> RunResult:
         for epoch in range(state.epoch + 1, config.epochs + 1):
             started = time.perf_counter()
             row: dict[str, Any] = {"epoch": epoch}
+            _set_epoch_lr(optimizer, config, epoch)
+            row["lr"] = optimizer.param_groups[0]["lr"]
             row.update(_train_epoch(model, optimizer, objective, train_set, config, epoch, device))
             row.update(evaluate(model, val_batches, labels))
             row["seconds"] = time.perf_counter() - started

@@ -81,6 +81,7 @@ def run_skipping(
         if not everyone:
             value = value.new_zeros(batch, *value.shape[1:]).index_copy(0, rows, value)
         outputs[i] = value
+
     def dense(name: str) -> Tensor:
         out = outputs[net.index[name]]
         return out if out is not None else x.new_zeros(batch, *net.output_shapes[name])

@@ -139,7 +139,7 @@ class SuperNetwork(nn.Module):
             if state.get(name) == 2:
                 return
             if state.get(name) == 1:
-                cycle = [*path[path.index(name):], name]
+                cycle = [*path[path.index(name) :], name]
                 raise GraphError(f"cycle through node '{name}': {' -> '.join(cycle)}")
             state[name] = 1
             for pred in self.nodes[name].inputs_tuple:
