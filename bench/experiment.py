@@ -1,10 +1,11 @@
 """Reproduce the paper's Table 1 on the real Speech Commands subset (issue 4).
 
-Trains cnn-trad-fpool3, + shortcuts, a constrained BSN and SANAS at several λ, evaluates
+Trains cnn-trad-fpool3, + shortcuts, a constrained BSN and SANAS at several λ and under
+constrained budgets (recipe: sanas.kws.experiment.RECIPE), evaluates
 them all on the same stream made from the testing list, and writes table.csv/json/txt,
 cost_accuracy.png (Figure 5) and cost_per_class.png (Figure 6) in --out.
 
-Usage: .venv/bin/python bench/experiment.py --out out/experiment [--epochs 12 --channels 16]
+Usage: .venv/bin/python bench/experiment.py --out out/experiment [--epochs 20 --channels 16]
 """
 
 from __future__ import annotations
@@ -24,19 +25,23 @@ def main() -> None:
     )
     parser.add_argument("--data", default=os.environ.get("SANAS_SPEECH_COMMANDS", DEFAULT_DATA))
     parser.add_argument("--out", default="out/experiment")
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--channels", type=int, default=16, help="64 is the paper's width")
     parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--lambdas", default="1e-8,3e-8,1e-7")
+    parser.add_argument("--lambdas", default="1e-8,3e-8", help="SANAS runs with a linear λ")
+    parser.add_argument(
+        "--sanas-budgets", default="3e6", help="SANAS runs with a constrained budget (MACs)"
+    )
     parser.add_argument("--bsn-budget", type=float, default=3e6)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--arch-lr", type=float, default=1e-2, help="lr of BSN logits / controller")
     args = parser.parse_args()
-    lams = tuple(float(v) for v in args.lambdas.split(","))
+    lams = tuple(float(v) for v in args.lambdas.split(",") if v)
+    budgets = tuple(float(v) for v in args.sanas_budgets.split(",") if v)
     rows = run_experiment(
         args.data,
         args.out,
-        default_specs(lams, args.bsn_budget, args.arch_lr),
+        default_specs(lams, args.bsn_budget, args.arch_lr, budgets),
         epochs=args.epochs,
         channels=args.channels,
         minutes=args.minutes,

@@ -244,8 +244,8 @@ class StaticKWS(KWSModel):
 class BSNKWS(KWSModel):
     """A Budgeted Super Network on each window: one Bernoulli per node, shared by all steps.
 
-    Training samples an architecture per (sequence, step); evaluation uses the mode
-    H_n = 1[p_n > 0.5] everywhere.
+    Training samples an architecture per (sequence, step); evaluation uses one
+    architecture everywhere: :meth:`deterministic_architecture`.
     """
 
     def __init__(self, net: SuperNetwork, *args: object, init_logit: float = 3.0, **kw: object):
@@ -255,10 +255,19 @@ class BSNKWS(KWSModel):
     def architecture_parameters(self) -> list[nn.Parameter]:
         return list(self.distribution.parameters())
 
+    def deterministic_architecture(self) -> Tensor:
+        """The evaluation architecture: that of the most probable used set
+        (:meth:`SuperNetwork.most_probable_architecture`), not the per-node threshold
+        1[p_n > 0.5], which can be a network training rarely sampled and that costs more."""
+        return self.net.most_probable_architecture(self.distribution(1).probs[0])
+
     def run_normalized(self, features: Tensor, mask: Tensor | None) -> KWSOutput:
         batch, steps = features.shape[0], cut_windows(features).shape[1]
         distribution = self.distribution(batch * steps)
-        architecture = distribution.sample() if self.training else distribution.mode()
+        if self.training:
+            architecture = distribution.sample()
+        else:
+            architecture = self.deterministic_architecture().expand(batch * steps, -1)
         used = self.net.used(architecture, batch * steps).view(batch, steps, -1)
         log_prob = self._reduce(distribution, architecture).view(batch, steps)
         probs = distribution.probs.view(batch, steps, -1)
@@ -397,9 +406,13 @@ class SequenceObjective:
         self.baseline = MovingAverageBaseline(decay=0.1 if reference else 0.9)
 
     def __call__(
-        self, output: KWSOutput, labels: Tensor, mask: Tensor
+        self, output: KWSOutput, labels: Tensor, mask: Tensor, search: bool = True
     ) -> tuple[Tensor, ObjectiveStats]:
-        """The loss to backpropagate and the step's statistics."""
+        """The loss to backpropagate and the step's statistics.
+
+        ``search=False`` (warm-up) trains the network only: no REINFORCE term, and the
+        budget's λ does not move; the baseline still follows the step costs.
+        """
         ce = F.cross_entropy(
             output.logits.flatten(0, 1),
             labels.flatten(),
@@ -422,7 +435,10 @@ class SequenceObjective:
             self.baseline.update(step_cost, mask)
         advantage = returns_to_go(step_cost - baseline, self.options.gamma, mask)
         arch_loss = reinforce_loss(output.log_prob, advantage, 0.0, mask)
-        self.budget.update(output.cost[mask])
+        if search:
+            self.budget.update(output.cost[mask])
+        else:
+            arch_loss = arch_loss.detach() * 0.0
         stats = ObjectiveStats(
             task_loss=float(task_loss.detach()),
             arch_loss=float(arch_loss.detach()),

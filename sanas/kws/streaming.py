@@ -52,10 +52,10 @@ import torch
 from torch import Tensor, nn
 
 from sanas.kws.features import MFCC, LogMel
-from sanas.kws.sequence_forward import STEP_FRAMES, TrunkLayout, run_trunk_node, trunk_layout
-from sanas.supernet.costs import MacsCost
-from sanas.supernet.executors import run_skipping
-from sanas.supernet.graph import SuperNetwork
+from sanas.kws.row_kernels import Dense, dense_kernel, row_kernel
+from sanas.kws.sequence_forward import STEP_FRAMES, TrunkLayout, trunk_layout
+from sanas.supernet.costs import MacsCost, node_input_shape
+from sanas.supernet.graph import SuperNetwork, combine_inputs
 
 AudioChunk = np.ndarray | Tensor
 
@@ -133,14 +133,14 @@ def policy_for_model(
 ) -> tuple[ArchitecturePolicy | None, Callable[[Tensor], Tensor]]:
     """The policy and logit transform that make the engine reproduce a trained
     :class:`~sanas.kws.sanas_model.KWSModel` in evaluation: every node on (static), the
-    distribution's mode (BSN) or the controller's mode (SANAS); the transform is the
+    most probable used set (BSN) or the controller's mode (SANAS); the transform is the
     model's optional logit ReLU."""
     from sanas.kws.sanas_model import BSNKWS, SANASKWS
 
     if isinstance(model, SANASKWS):
         policy: ArchitecturePolicy | None = ControllerPolicy(model.controller)
     elif isinstance(model, BSNKWS):
-        policy = FixedPolicy(model.distribution(1).mode()[0].detach())
+        policy = FixedPolicy(model.deterministic_architecture())
     else:
         policy = None
     return policy, model.logits
@@ -263,13 +263,75 @@ class StreamRun:
 
 
 # ------------------------------------------------------------------------------- engine
+class _RowBuffer:
+    """Time-major rows of one trunk node for one stream, stream rows ``first`` …
+    ``first + count − 1`` at ``storage[offset : offset + count]``.
+
+    A window is a contiguous slice (no copy per step). New rows are written after the kept
+    ones; when the storage is full, the kept rows move to its front, once every
+    (capacity − rows) / step steps. A capacity of at least twice the window's rows keeps
+    that move free of overlap.
+    """
+
+    def __init__(self, rows: int, width: int, channels: int) -> None:
+        self.storage = torch.empty(3 * rows, width, channels)
+        self.first = 0
+        self.offset = 0
+        self.count = 0
+
+    def kept(self, start: int) -> int:
+        """How many rows from stream row ``start`` on are held."""
+        return max(0, self.first + self.count - start)
+
+    def write(self, start: int, kept: int, new: Tensor) -> None:
+        """Hold stream rows from ``start`` on: ``kept`` of the held rows (at most
+        :meth:`kept`), then the ``new`` rows."""
+        self.offset = self.offset + start - self.first if kept else 0
+        self.first, self.count = start, kept
+        if self.offset + kept + len(new) > len(self.storage):
+            self.storage[:kept].copy_(self.storage[self.offset : self.offset + kept])
+            self.offset = 0
+        self.storage[self.offset + kept : self.offset + kept + len(new)].copy_(new)
+        self.count = kept + len(new)
+
+    def window(self, rows: int) -> Tensor:
+        """The first ``rows`` held rows (a view)."""
+        return self.storage[self.offset : self.offset + rows]
+
+
+@dataclass(frozen=True)
+class _TrunkStep:
+    """A used trunk node: its kernel on rows of its source (a node index)."""
+
+    index: int
+    name: str
+    source: int
+    rows: int
+    row_macs: float
+
+
+@dataclass(frozen=True)
+class _Op:
+    """A used node after the trunk: merge the live inputs, apply the kernel.
+
+    ``inputs``: (node index, how to take it): ``"value"`` as stored, ``"nchw"`` the NCHW view
+    of time-major rows, ``"zeros"`` an unused input of a concat node.
+    """
+
+    index: int
+    kernel: Callable[[Tensor], Tensor] | None
+    inputs: tuple[tuple[int, str], ...]
+    combine: str
+
+
 @dataclass
 class _Plan:
-    """What a used set needs: computed once per distinct architecture."""
+    """What a used set needs, resolved once per distinct architecture."""
 
     used: Tensor  # (1, num_nodes)
     architecture: Tensor  # (S,) bool
-    trunk: tuple[str, ...]  # used trunk nodes, in topological order
+    trunk: tuple[_TrunkStep, ...]  # used trunk nodes, in topological order
+    ops: tuple[_Op, ...]  # the other used nodes, in topological order
     macs_window: float
     macs_fixed: float  # executed MACs outside the trunk
 
@@ -283,7 +345,7 @@ class _Stream:
     step: int = 0
     previous: Tensor | None = None  # (1, F) features of the previous step
     state: Tensor | None = None  # policy state, batch of 1
-    caches: dict[str, tuple[int, Tensor]] = field(default_factory=dict)  # node → (row 0, rows)
+    buffers: dict[str, _RowBuffer] = field(default_factory=dict)  # trunk node → its rows
 
 
 def _cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
@@ -291,8 +353,17 @@ def _cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     return tensors[0] if len(tensors) == 1 else torch.cat(list(tensors), dim=dim)
 
 
+def _nchw(rows: Tensor) -> Tensor:
+    """The NCHW view of time-major rows (batch, time, width, channels)."""
+    return rows.permute(0, 3, 1, 2)
+
+
 class MultiStreamEngine:
     """Runs ``streams`` independent audio streams through ``net`` step by step.
+
+    The engine computes with kernels made from the network's modules at construction
+    (:mod:`sanas.kws.row_kernels`, in :attr:`kernels`); kernels that reorder a weight
+    refresh their copy whenever the weight changes.
 
     Args:
         net: the super network, in eval mode.
@@ -345,6 +416,9 @@ class MultiStreamEngine:
         self.row_macs = {
             name: self.costs.per_node[name] / self.layout.rows[name] for name in self.layout.nodes
         }
+        # Nodes whose values are time-major rows: the input and the trunk.
+        self._rows_nodes = {net.input_name, *self.layout.nodes}
+        self.kernels: dict[str, nn.Module] = self._make_kernels()
         self._plans: dict[tuple[bool, ...], _Plan] = {}
         # A fixed architecture is resolved once: no policy call per step.
         self._fixed: _Plan | None = None
@@ -355,14 +429,39 @@ class MultiStreamEngine:
         self.streams: list[_Stream] = []
         self.reset(streams)
 
+    def _make_kernels(self) -> dict[str, nn.Module]:
+        """Each node's kernel: row kernels for the trunk, :class:`Dense` where a node is a
+        dense layer (on time-major rows when fed by the input or the trunk), else the
+        node's own module."""
+        kernels: dict[str, nn.Module] = {}
+        for name in self.net.order[1:]:
+            node = self.net.nodes[name]
+            if node.module is None:
+                continue
+            if name in self.layout.nodes:
+                kernels[name] = row_kernel(node.module)
+                continue
+            shape = node_input_shape(self.net, name)
+            on_rows = len(node.inputs_tuple) == 1 and node.inputs_tuple[0] in self._rows_nodes
+            dense = dense_kernel(node.module, shape, rows=on_rows)
+            kernels[name] = node.module if dense is None else dense
+        return kernels
+
     # ------------------------------------------------------------------------ state
     def reset(self, streams: int | None = None) -> None:
         """Start every stream afresh (``streams`` changes their number)."""
         count = len(self.streams) if streams is None else streams
         self.features.reset(count)
         empty = torch.zeros(0, self.frontend.n_features)
-        self.streams = [_Stream(frames=empty) for _ in range(count)]
+        self.streams = [_Stream(frames=empty, buffers=self._buffers()) for _ in range(count)]
         self.flushed = False
+
+    def _buffers(self) -> dict[str, _RowBuffer]:
+        shapes = self.net.output_shapes
+        return {
+            name: _RowBuffer(self.layout.rows[name], shapes[name][2], shapes[name][0])
+            for name in self.layout.nodes
+        }
 
     # ----------------------------------------------------------------------- public
     @torch.inference_mode()
@@ -430,12 +529,41 @@ class MultiStreamEngine:
             plan = _Plan(
                 used=used,
                 architecture=architecture.bool(),
-                trunk=trunk,
+                trunk=tuple(self._trunk_step(name) for name in trunk),
+                ops=tuple(
+                    self._op(name, names)
+                    for name in self.net.order[1:]
+                    if name in names and name not in self.layout.nodes
+                ),
                 macs_window=window,
                 macs_fixed=window - sum(self.costs.per_node[n] for n in trunk),
             )
             self._plans[key] = plan
         return plan
+
+    def _trunk_step(self, name: str) -> _TrunkStep:
+        index = self.net.index
+        return _TrunkStep(
+            index=index[name],
+            name=name,
+            source=index[self.layout.inputs[name]],
+            rows=self.layout.rows[name],
+            row_macs=self.row_macs[name],
+        )
+
+    def _op(self, name: str, used_names: frozenset[str]) -> _Op:
+        node = self.net.nodes[name]
+        kernel = self.kernels.get(name)
+        takes_rows = isinstance(kernel, Dense) and kernel.rows
+        inputs = []
+        for source in node.inputs_tuple:
+            if source not in used_names:
+                if node.combine == "concat":
+                    inputs.append((self.net.index[source], "zeros"))
+                continue  # a zero term changes nothing in a sum
+            nchw = source in self._rows_nodes and not takes_rows
+            inputs.append((self.net.index[source], "nchw" if nchw else "value"))
+        return _Op(self.net.index[name], kernel, tuple(inputs), node.combine)
 
     def _architectures(self, active: list[int]) -> list[_Plan]:
         """Ask the policy, once for the streams at their first step and once for the others."""
@@ -461,13 +589,10 @@ class MultiStreamEngine:
 
     def _missing(self, stream: _Stream, plan: _Plan) -> tuple[int, ...]:
         """First row to compute, per used trunk node (rows before it are cached)."""
+        if not self.cache:
+            return (0,) * len(plan.trunk)
         start = stream.step * self.step_frames
-        firsts = []
-        for name in plan.trunk:
-            cached = stream.caches.get(name) if self.cache else None
-            kept = 0 if cached is None else max(0, cached[0] + self.layout.rows[name] - start)
-            firsts.append(kept)
-        return tuple(firsts)
+        return tuple(stream.buffers[t.name].kept(start) for t in plan.trunk)
 
     def _step(self, active: list[int], windows: list[Tensor]) -> list[StepResult]:
         """One step for the given streams: policy, then one batched pass per group of
@@ -489,32 +614,24 @@ class MultiStreamEngine:
     def _run_group(
         self, streams: list[_Stream], plan: _Plan, firsts: tuple[int, ...], windows: list[Tensor]
     ) -> list[StepResult]:
-        x = _cat(windows)
         batch = len(streams)
         start = streams[0].step * self.step_frames
-        precomputed: dict[str, Tensor] = {}
+        values: list[Tensor | None] = [None] * self.net.num_nodes
+        values[0] = _cat(windows).permute(0, 2, 3, 1)  # time-major rows, one channel
         executed = plan.macs_fixed
-        for name, first in zip(plan.trunk, firsts, strict=True):
-            rows = self.layout.rows[name]
-            source = self.layout.inputs[name]
-            inputs = x if source == self.layout.input_name else precomputed[source]
-            new = run_trunk_node(
-                self.net, name, inputs[:, :, first : rows + self.layout.shrink[name]]
-            )
-            if first:
-                kept = [s.caches[name] for s in streams]
-                old = _cat([cached[:, :, start - row0 :] for row0, cached in kept])
-                new = torch.cat([old, new], dim=2)
-            precomputed[name] = new
-            executed += self.row_macs[name] * (rows - first)
-            for k, stream in enumerate(streams):
-                stream.caches[name] = (start, new[k : k + 1])
-        used = plan.used if batch == 1 else plan.used.expand(batch, -1)
-        out = run_skipping(self.net, x, used, precomputed=precomputed)
-        logits = out.output
+        for trunk, first in zip(plan.trunk, firsts, strict=True):
+            new = self.kernels[trunk.name](values[trunk.source][:, first:])  # type: ignore[index]
+            buffers = [stream.buffers[trunk.name] for stream in streams]
+            for k, buffer in enumerate(buffers):
+                buffer.write(start, first, new[k])
+            values[trunk.index] = _stack([buffer.window(trunk.rows) for buffer in buffers])
+            executed += trunk.row_macs * (trunk.rows - first)
+        for op in plan.ops:
+            values[op.index] = self._apply(op, values, batch)
+        logits = self._value(self.net.output_name, values, batch)
         scores = logits if self.logit_transform is None else self.logit_transform(logits)
         posteriors = torch.softmax(scores, dim=1)
-        taps = out.features[self.tap]
+        taps = self._value(self.tap, values, batch)
         results = []
         for k, stream in enumerate(streams):
             results.append(
@@ -532,6 +649,31 @@ class MultiStreamEngine:
             stream.previous = taps[k : k + 1]
             stream.step += 1
         return results
+
+    def _apply(self, op: _Op, values: list[Tensor | None], batch: int) -> Tensor:
+        """Merge an op's inputs the way its node declares, then apply its kernel."""
+        tensors = []
+        for index, mode in op.inputs:
+            if mode == "zeros":
+                shape = self.net.output_shapes[self.net.order[index]]
+                tensors.append(values[0].new_zeros(batch, *shape))  # type: ignore[union-attr]
+            else:
+                value = values[index]
+                tensors.append(_nchw(value) if mode == "nchw" else value)  # type: ignore[arg-type]
+        merged = tensors[0] if len(tensors) == 1 else combine_inputs(op.combine, tensors)  # type: ignore[arg-type]
+        return merged if op.kernel is None else op.kernel(merged)
+
+    def _value(self, name: str, values: list[Tensor | None], batch: int) -> Tensor:
+        """A node's output as the network gives it (zeros for an unused node)."""
+        value = values[self.net.index[name]]
+        if value is None:
+            return torch.zeros(batch, *self.net.output_shapes[name])
+        return _nchw(value) if name in self._rows_nodes else value
+
+
+def _stack(tensors: list[Tensor]) -> Tensor:
+    """``torch.stack``, as a view for a single tensor (the batch-1 path)."""
+    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
 
 
 class StreamingEngine:

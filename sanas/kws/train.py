@@ -98,7 +98,11 @@ class TrainConfig:
     ``normalize_features``: fit a per-coefficient mean/std on training sequences and
     normalise the model's input with it (saved with the weights; the reference feeds raw
     MFCCs). ``lr_schedule``: ``constant`` (the reference) or ``cosine`` (every learning
-    rate decays to 0 over ``epochs``, set at the start of each epoch).
+    rate decays to 0 over ``epochs``, set at the start of each epoch). ``warmup_epochs``
+    (BSN, SANAS): the first epochs train the network weights only, on architectures drawn
+    from the initial distribution (every node on with p ≈ 0.95); the search starts after.
+    Without it, REINFORCE compares architectures while all of them are still bad, the
+    cost term wins, and the distribution can collapse to the cheapest path for good.
     """
 
     data: str = ""
@@ -126,6 +130,7 @@ class TrainConfig:
     progress: bool = True
     normalize_features: bool = True
     lr_schedule: str = "constant"
+    warmup_epochs: int = 0
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
     options: SANASOptions = field(default_factory=SANASOptions)
 
@@ -142,6 +147,7 @@ class TrainConfig:
             ("budget", self.budget, linear or (self.budget or 0) > 0,
              f"must be > 0 with budget_mode {self.budget_mode!r}"),
             ("epochs", self.epochs, self.epochs >= 1, "must be >= 1"),
+            ("warmup_epochs", self.warmup_epochs, self.warmup_epochs >= 0, "must be >= 0"),
             ("batch_size", self.batch_size, self.batch_size >= 1, "must be >= 1"),
             ("lr", self.lr, self.lr > 0, "must be > 0"),
             ("lr_schedule", self.lr_schedule, self.lr_schedule in LR_SCHEDULES,
@@ -664,13 +670,14 @@ def _train_epoch(
     batches = 0
     # The reference baseline averages padded steps in, so they must run; otherwise skip them.
     padded = config.model in ("bsn", "sanas") and config.options.baseline == "ema_reference"
+    search = epoch > config.warmup_epochs
     bar = tqdm(
         loader, desc=f"epoch {epoch}/{config.epochs}", disable=not config.progress, unit="batch"
     )
     for batch in bar:
         batch = batch.to(device)
         out = model(batch.features, None if padded else batch.mask)
-        loss, stats = objective(out, batch.labels, batch.mask)
+        loss, stats = objective(out, batch.labels, batch.mask, search=search)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

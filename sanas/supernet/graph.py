@@ -263,6 +263,28 @@ class SuperNetwork(nn.Module):
         bits = 2 ** torch.arange(self.num_stochastic)
         return ((codes & bits) > 0).to(torch.float32)
 
+    def most_probable_architecture(self, probs: Tensor) -> Tensor:
+        """The architecture, (S,) {0,1}, of the most probable *used set* under independent
+        Bernoulli node probabilities ``probs`` (S,).
+
+        Thresholding each node at 0.5 can pick a network that is rarely sampled: with many
+        nodes at p = 0.8 most samples drop one of them, and a used set gathers the mass of
+        every architecture that reduces to it. Only sets that reach the output count (the
+        empty set, often the most probable, predicts nothing). Exact by enumeration (small
+        graphs); ties go to the set with fewer nodes.
+        """
+        architectures = self.all_architectures()
+        probs = probs.detach().double().clamp(1e-12, 1 - 1e-12)
+        log_p = (architectures * probs.log() + (1 - architectures) * (1 - probs).log()).sum(-1)
+        used = self.used(architectures, len(architectures))
+        sets, group = torch.unique(used, dim=0, return_inverse=True)
+        mass = torch.zeros(len(sets), dtype=torch.float64).index_add_(0, group, log_p.exp())
+        output = self.index[self.output_name]
+        candidates = [i for i in range(len(sets)) if sets[i, output]] or list(range(len(sets)))
+        best = max(candidates, key=lambda i: (float(mass[i]), -int(sets[i].sum())))
+        members = (group == best).nonzero().squeeze(1)
+        return architectures[members[log_p[members].argmax()]]
+
     def used_names(self, used_row: Tensor) -> frozenset[str]:
         """Names of the used nodes of one architecture (a row of :meth:`used`)."""
         return frozenset(

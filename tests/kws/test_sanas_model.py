@@ -233,3 +233,42 @@ def test_improved_options_turn_every_quirk_off() -> None:
     assert (reference.log_prob_reduction, improved.log_prob_reduction) == ("mean", "sum")
     assert (reference.baseline, improved.baseline) == ("ema_reference", "ema")
     assert not reference.learned_initial_state and improved.learned_initial_state
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_input_normalisation_is_applied_before_the_network(kind: str) -> None:
+    model = small(kind).eval()
+    features = torch.randn(2, FRAMES, 40)
+    expected = model(features).logits  # unfitted: the identity
+    model.input_norm.mean.fill_(3.0)
+    model.input_norm.std.fill_(2.0)
+    assert torch.allclose(model(2 * features + 3).logits, expected, atol=1e-6)
+    assert not torch.allclose(model(features).logits, expected, atol=1e-3)
+
+
+def test_bsn_evaluates_its_most_probable_used_set_not_a_per_node_threshold() -> None:
+    model = small("bsn")
+    with torch.no_grad():
+        model.distribution.logits.fill_(1.386)  # p = 0.8 > 0.5 everywhere: threshold = all on
+    out = model.eval()(torch.randn(1, FRAMES, 40))
+    expected = model.net.used(model.net.most_probable_architecture(torch.full((11,), 0.8))[None])
+    assert (out.used == expected).all()
+    assert out.used[0, 0].sum() < model.net.num_nodes
+
+
+def test_warm_up_trains_the_network_but_not_the_architecture_or_lambda() -> None:
+    model = small("sanas")
+    budget = make_budget("constrained", 1e-8, budget=1e3)
+    objective = SequenceObjective(budget, SANASOptions.improved())
+    features, labels = torch.randn(2, FRAMES, 40), torch.zeros(2, STEPS, dtype=torch.long)
+    mask = torch.ones(2, STEPS, dtype=torch.bool)
+    loss, _ = objective(model.train()(features, mask), labels, mask, search=False)
+    loss.backward()
+    assert all(p.grad is None or not p.grad.any() for p in model.architecture_parameters())
+    assert any(p.grad is not None and p.grad.any() for p in model.network_parameters())
+    assert budget.lam == 1e-8
+    model.zero_grad()
+    loss, _ = objective(model(features, mask), labels, mask, search=True)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.any() for p in model.architecture_parameters())
+    assert budget.lam != 1e-8  # far over its budget: λ rises

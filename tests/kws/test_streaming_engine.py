@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from sanas.kws.features import MFCC
 from sanas.kws.models import cnn_trad_fpool3
@@ -175,25 +176,35 @@ def test_sanas_controller_policy_matches_the_model(audio: np.ndarray) -> None:
 
 
 # ------------------------------------------------------------------------------ skipping
-def test_unused_modules_are_never_called(audio: np.ndarray, net: SuperNetwork) -> None:
+@contextmanager
+def _recorded_calls(modules: dict[nn.Module, str]) -> Iterator[list[tuple[str, tuple[int, ...]]]]:
+    """(name, input shape) of every call of the given modules while the context is open."""
     calls: list[tuple[str, tuple[int, ...]]] = []
-    engines = [StreamingEngine(net, FixedPolicy(_architecture(net, t))) for t in (TIER_0, TIER_35)]
     handles = [
         module.register_forward_pre_hook(
-            lambda _m, args, name=name: calls.append((name, tuple(args[0].shape)))
+            lambda _module, args, name=name: calls.append((name, tuple(args[0].shape)))
         )
-        for name, module in net.modules_by_node.items()
+        for module, name in modules.items()
     ]
     try:
-        engines[0].run(audio)
-        assert {name for name, _ in calls} == set(TIER_0) - {"in"}
-        calls.clear()
-        engines[1].run(audio)
+        yield calls
     finally:
         for handle in handles:
             handle.remove()
-    assert {name for name, _ in calls} == set(TIER_35) - {"in"}
-    conv_rows = [shape[2] for name, shape in calls if name == "conv_0"]
+
+
+def test_unused_nodes_are_never_computed(audio: np.ndarray, net: SuperNetwork) -> None:
+    """Only the used nodes' kernels (or modules) run, and a cached convolution sees only
+    its new rows plus their context (kernels take time-major rows: time is dim 1)."""
+    for tier in (TIER_0, TIER_35):
+        engine = StreamingEngine(net, FixedPolicy(_architecture(net, tier)))
+        modules = {module: name for name, module in net.modules_by_node.items()}
+        kernels = {kernel: name for name, kernel in engine.engine.kernels.items()}
+        with _recorded_calls(modules) as module_calls, _recorded_calls(kernels) as calls:
+            engine.run(audio)
+        assert {name for name, _ in calls} == set(tier) - {"in"}
+        assert {name for name, _ in module_calls} <= set(tier)
+    conv_rows = [shape[1] for name, shape in calls if name == "conv_0"]
     assert conv_rows[0] == 101 and set(conv_rows[1:]) == {20 + 19}  # new rows + context
 
 
@@ -203,11 +214,11 @@ def test_multi_stream_equals_independent_streams(audio: np.ndarray, net: SuperNe
     chunk_sizes = [3200, 3200, 2000]  # the third stream runs out of step with the others
     schedule = _switching_schedule(net, 16)
     batches: list[int] = []
-    hook = net.modules_by_node["classifier"].register_forward_pre_hook(
+    engine = MultiStreamEngine(net, ScheduledPolicy(schedule), streams=3)
+    hook = engine.kernels["classifier"].register_forward_pre_hook(
         lambda _m, args: batches.append(args[0].shape[0])
     )
     try:
-        engine = MultiStreamEngine(net, ScheduledPolicy(schedule), streams=3)
         results: list[list[Tensor]] = [[], [], []]
         longest = max(len(a) // size + 1 for a, size in zip(streams, chunk_sizes, strict=True))
         for k in range(longest):

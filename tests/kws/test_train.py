@@ -209,3 +209,31 @@ def test_architecture_parameters_can_learn_at_their_own_rate() -> None:
     faster = _optimizer(model, TrainConfig(lr=1e-3, arch_lr=1e-2))
     assert [g["lr"] for g in reference.param_groups] == [1e-3, 1e-3]
     assert [g["lr"] for g in faster.param_groups] == [1e-3, 1e-2]
+
+
+def test_input_normaliser_is_fitted_saved_and_used_by_the_streaming_engine(
+    tone_data: Path, tmp_path: Path
+) -> None:
+    from sanas.kws.data.audio import read_wav
+    from sanas.kws.features import MFCC
+    from sanas.kws.streaming import engine_for_model
+
+    train(tiny(tone_data, tmp_path / "run", epochs=1))
+    model, _ = load_run(tmp_path / "run")
+    assert model.input_norm.mean[0] < -10  # MFCC coefficient 0 of quiet audio
+    assert 0.5 < float(model.input_norm.std.median()) < 50
+    audio = torch.cat([torch.from_numpy(read_wav(p)) for p in sorted(tone_data.glob("*/*.wav"))])
+    audio = audio[: 3 * SAMPLE_RATE]
+    run = engine_for_model(model).run(audio.numpy())
+    with torch.no_grad():
+        expected = torch.softmax(model(MFCC()(audio)[None]).logits[0], -1)
+    steps = min(len(expected), len(run.posteriors))
+    assert steps >= 10
+    assert torch.allclose(torch.as_tensor(run.posteriors[:steps]), expected[:steps], atol=1e-5)
+
+
+def test_cosine_schedule_sets_each_epochs_learning_rate(tone_data: Path, tmp_path: Path) -> None:
+    config = tiny(tone_data, tmp_path / "run", lr_schedule="cosine", epochs=2, warmup_epochs=1)
+    history = train(config).history
+    assert [round(row["lr"], 9) for row in history] == [1e-3, 5e-4]
+    assert history[0]["arch_loss"] == 0.0  # warm-up: the search has not started

@@ -113,3 +113,25 @@ def test_fixed_nodes_are_always_on() -> None:
     net = SuperNetwork("in", (4,), nodes, output="out")
     assert net.stochastic_names == ("a",)
     assert net.used(torch.tensor([1.0]))[0].tolist() == [True, True, True]
+
+
+def test_most_probable_architecture_is_the_most_frequent_working_used_set() -> None:
+    net = diamond()
+    torch.manual_seed(0)
+    probs = torch.rand(net.num_stochastic) * 0.5 + 0.45  # near 0.5: threshold and mode differ
+    samples = torch.bernoulli(probs.expand(200_000, -1))
+    sets, counts = torch.unique(net.used(samples, len(samples)), dim=0, return_counts=True)
+    working = sets[:, net.index[net.output_name]]  # the empty set predicts nothing
+    most_frequent = sets[working][counts[working].argmax()]
+    chosen = net.most_probable_architecture(probs)
+    assert torch.equal(net.used(chosen.unsqueeze(0))[0], most_frequent)
+
+
+def test_most_probable_used_set_can_be_smaller_than_thresholding_each_node() -> None:
+    from sanas.kws.models import cnn_trad_fpool3
+
+    net = cnn_trad_fpool3(shortcuts=True, channels=2)
+    probs = torch.full((net.num_stochastic,), 0.8)  # every node p > 0.5: threshold = all on
+    used = net.used(net.most_probable_architecture(probs).unsqueeze(0))[0]
+    assert used[net.index["classifier"]]
+    assert used.sum() < net.num_nodes

@@ -1,0 +1,227 @@
+"""Kernels of the streaming engine: a network's layers on *time-major rows*.
+
+The engine (:mod:`sanas.kws.streaming`) keeps each trunk node's output as time-major rows,
+(batch, time, width, channels), in a buffer per stream: a window is then a contiguous slice
+of it, with no copy per step. These kernels compute the same values as the network's own
+modules, which take NCHW (batch, channels, time, width), in that layout:
+
+- :class:`RowConv`: a trunk node's convolution, computed as one GEMM over the patches of
+  its input rows (im2col), with the node's max pooling over width, bias and ReLU applied
+  after it on the smaller pooled output (``max(y + b) == max(y) + b`` exactly, and ReLU
+  commutes with the max).
+- :class:`ModuleOnRows`: any other time-sliding module (the network's own, on NCHW views).
+- :class:`Dense`: a ``[Flatten,] Linear[, ReLU]`` node. Fed by a trunk node, it takes the
+  time-major rows directly, with the weight's columns permuted to that order (a copy made
+  once, refreshed whenever the weight changes); at batch size 1 it is a matrix-vector
+  product (``addmv``), the fastest of PyTorch's batch-1 paths (it is memory-bound).
+
+Every kernel is an ``nn.Module`` holding the network's module, so forward hooks observe
+its calls. Outputs equal the modules' to float rounding (summation order only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
+
+# Layers that are the identity in evaluation mode (the engine refuses training mode).
+_IDENTITY_IN_EVAL = (nn.Dropout, nn.Identity)
+
+
+def _layers(module: nn.Module) -> list[nn.Module]:
+    """The layers of a Sequential (a single module otherwise), without eval identities."""
+    layers = list(module) if isinstance(module, nn.Sequential) else [module]
+    return [layer for layer in layers if not isinstance(layer, _IDENTITY_IN_EVAL)]
+
+
+def _width_pool(layer: nn.Module) -> int | None:
+    """The kernel width k of a MaxPool2d over width only ((1, k), stride k, no padding)."""
+    if not isinstance(layer, nn.MaxPool2d) or layer.ceil_mode:
+        return None
+    kernel, stride = _pair(layer.kernel_size), _pair(layer.stride or layer.kernel_size)
+    plain = _pair(layer.padding) == (0, 0) and _pair(layer.dilation) == (1, 1)
+    return kernel[1] if plain and kernel[0] == 1 and stride == (1, kernel[1]) else None
+
+
+class _Snapshot:
+    """A tensor derived from a parameter, recomputed when the parameter changes in place
+    (its version counter) or is replaced (its storage)."""
+
+    def __init__(self, parameter: Tensor, derive: Callable[[Tensor], Tensor]) -> None:
+        self.parameter = parameter
+        self.derive = derive
+        self.key: tuple[int, int] | None = None
+        self.value = parameter
+
+    def get(self) -> Tensor:
+        key = (self.parameter._version, self.parameter.data_ptr())
+        if key != self.key:
+            with torch.no_grad():
+                self.value = self.derive(self.parameter.detach())
+            self.key = key
+        return self.value
+
+
+class ModuleOnRows(nn.Module):
+    """A time-sliding module applied as is, to the NCHW view of time-major rows.
+
+    That view has channels-last strides, so oneDNN's convolutions return channels-last
+    outputs (and PyTorch's max pooling over width is fast on them, about 15x faster than
+    on NCHW): the time-major result is a free view of the module's output.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, rows: Tensor) -> Tensor:
+        x = rows.permute(0, 3, 1, 2)
+        if x.shape[1] == 1:  # the stride of a single channel is free: make it channels-last
+            x = x.as_strided(x.shape, (x.stride(0), 1, x.stride(2), x.stride(3)))
+        return self.module(x).permute(0, 2, 3, 1).contiguous()
+
+
+# Output rows up to which the GEMM beats the network's own (oneDNN) convolution, measured
+# on cnn-trad-fpool3 at batch 1: 25% faster for conv_1 at 20 rows, equal near 30, slower
+# from 40 (a whole window) on.
+GEMM_MAX_ROWS = 30
+
+
+class RowConv(ModuleOnRows):
+    """``Conv2d → [MaxPool2d((1, k))] → [ReLU]`` on time-major rows, as one GEMM for a few
+    rows (a cached step's), as the module itself for more.
+
+    Input (batch, time, width, in channels), any strides; output (batch, time − kt + 1,
+    pooled width, out channels), contiguous. The convolution needs groups 1, dilation 1,
+    no padding, stride 1 in time (any stride in width).
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        conv: nn.Conv2d,
+        pool: int = 1,
+        relu: bool = False,
+        max_rows: int = GEMM_MAX_ROWS,
+    ) -> None:
+        super().__init__(module)
+        self.conv = conv
+        self.pool = pool
+        self.relu = relu
+        self.max_rows = max_rows
+        out_channels = conv.out_channels
+        # (out, in, kt, kw) → (kt · kw · in, out): the patches' (time, width, channel) order.
+        self.weight = _Snapshot(
+            conv.weight,
+            lambda w: w.permute(2, 3, 1, 0).reshape(-1, out_channels).contiguous(),
+        )
+
+    @staticmethod
+    def supports(conv: nn.Module) -> bool:
+        """Whether ``conv`` is a Conv2d this kernel computes."""
+        return (
+            isinstance(conv, nn.Conv2d)
+            and conv.groups == 1
+            and _pair(conv.dilation) == (1, 1)
+            and conv.padding != "same"
+            and (conv.padding == "valid" or _pair(conv.padding) == (0, 0))
+            and conv.stride[0] == 1
+        )
+
+    def forward(self, rows: Tensor) -> Tensor:
+        kt, kw = self.conv.kernel_size
+        batch, time, width, channels = rows.shape
+        out_time = time - kt + 1
+        if out_time > self.max_rows:
+            return super().forward(rows)
+        stride_w = self.conv.stride[1]
+        out_width = (width - kw) // stride_w + 1
+        s_batch, s_time, s_width, s_channel = rows.stride()
+        patches = rows.as_strided(
+            (batch, out_time, out_width, kt, kw, channels),
+            (s_batch, s_time, s_width * stride_w, s_time, s_width, s_channel),
+        ).reshape(batch * out_time * out_width, kt * kw * channels)
+        y = torch.mm(patches, self.weight.get()).view(batch, out_time, out_width, -1)
+        if self.pool > 1:
+            pooled = out_width // self.pool
+            y = y[:, :, : pooled * self.pool].unflatten(2, (pooled, self.pool)).amax(3)
+        if self.conv.bias is not None:  # after the pooling: on fewer values, same result
+            y = y.add_(self.conv.bias)
+        return y.relu_() if self.relu else y
+
+
+def row_kernel(module: nn.Module) -> nn.Module:
+    """The kernel of a trunk node's module on time-major rows: a :class:`RowConv` for
+    ``Conv2d`` followed by at most one width pooling and ReLUs (in any order: they
+    commute), else :class:`ModuleOnRows`."""
+    layers = _layers(module)
+    head, rest = layers[0], layers[1:]
+    pools = [_width_pool(layer) for layer in rest]
+    relus = [isinstance(layer, nn.ReLU) for layer in rest]
+    compiles = (
+        RowConv.supports(head)
+        and all(p is not None or r for p, r in zip(pools, relus, strict=True))
+        and sum(p is not None for p in pools) <= 1
+    )
+    if not compiles:
+        return ModuleOnRows(module)
+    pool = next((p for p in pools if p is not None), 1)
+    return RowConv(module, head, pool, relu=any(relus))  # type: ignore[arg-type]
+
+
+class Dense(nn.Module):
+    """``[Flatten →] Linear [→ ReLU]``; with ``rows_shape`` = (channels, time, width), on
+    the time-major rows (batch, time, width, channels) of a (channels, time, width) input.
+    """
+
+    def __init__(
+        self,
+        linear: nn.Linear,
+        relu: bool,
+        rows_shape: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.linear = linear
+        self.relu = relu
+        self.rows = rows_shape is not None  # takes time-major rows
+        self.weight: _Snapshot | None = None
+        if rows_shape is not None and rows_shape[0] > 1:  # one channel: the same order
+            channels, time, width = rows_shape
+            self.weight = _Snapshot(
+                linear.weight,
+                lambda w: w.view(-1, channels, time, width).permute(0, 2, 3, 1).flatten(1).clone(),
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = x.reshape(x.shape[0], -1)
+        weight = self.linear.weight if self.weight is None else self.weight.get()
+        bias = self.linear.bias
+        if flat.shape[0] == 1:  # a matrix-vector product: ~10% faster than linear
+            vector = flat[0]
+            y = torch.mv(weight, vector) if bias is None else torch.addmv(bias, weight, vector)
+            y = y.unsqueeze(0)
+        else:
+            y = torch.nn.functional.linear(flat, weight, bias)
+        return y.relu_() if self.relu else y
+
+
+def dense_kernel(module: nn.Module, input_shape: Sequence[int], rows: bool = False) -> Dense | None:
+    """A :class:`Dense` for ``[Flatten,] Linear[, ReLU…]`` on per-sample inputs of
+    ``input_shape`` (``None`` for anything else); ``rows``: the (channels, time, width)
+    input comes as time-major rows (a Flatten is then required)."""
+    layers = _layers(module)
+    flatten = bool(layers) and isinstance(layers[0], nn.Flatten)
+    if flatten:
+        if (layers[0].start_dim, layers[0].end_dim) != (1, -1):  # type: ignore[union-attr]
+            return None
+        layers = layers[1:]
+    elif rows or len(input_shape) != 1:
+        return None
+    if not layers or not isinstance(layers[0], nn.Linear):
+        return None
+    if not all(isinstance(layer, nn.ReLU) for layer in layers[1:]):
+        return None
+    return Dense(layers[0], relu=len(layers) > 1, rows_shape=input_shape if rows else None)
