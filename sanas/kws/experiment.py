@@ -10,7 +10,8 @@ from __future__ import annotations
 import csv
 import json
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,8 +144,14 @@ def run_experiment(
     seed: int = 0,
     jobs: int = 2,
     base_fields: dict[str, Any] | None = None,
+    echo: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Train and evaluate every spec; write ``table.csv``, ``table.json`` and figures in ``out``."""
+    """Train and evaluate every spec; write ``table.csv``, ``table.json`` and figures in ``out``.
+
+    Runs resume where they stopped (rerun the same call after an interruption). Each run
+    is reported through ``echo`` as it ends; a failed run is reported at once, the others
+    go on, and the call raises at the end naming every failure.
+    """
     from sanas.kws.data.speech_commands import SpeechCommands
     from sanas.kws.data.stream_file import generate_streaming_test
 
@@ -170,8 +177,24 @@ def run_experiment(
         for spec in specs
     ]
     context = multiprocessing.get_context("spawn")
+    rows, failures = [], []
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        rows = list(pool.map(_train_and_evaluate, *zip(*work, strict=True)))
+        futures = {pool.submit(_train_and_evaluate, *item): item[0].name for item in work}
+        for future in as_completed(futures):
+            name = futures[future]
+            try:
+                row = future.result()
+            except Exception as error:  # report now; the other runs go on
+                failures.append(f"{name}: {error}")
+                echo(f"run {name!r} failed: {error}")
+                continue
+            rows.append(row)
+            echo(
+                f"run {name!r} done: Matched {row['matched']:.1f}, Correct {row['correct']:.1f}, "
+                f"{row['macs_per_step'] / 1e6:.2f}M MACs/step, trained {row['train_seconds']:.0f} s"
+            )
+    if failures:
+        raise RuntimeError("experiment runs failed: " + "; ".join(failures))
     rows.sort(key=lambda r: (FAMILIES.index(r["family"]), r["macs_per_step"]))
     _write_outputs(rows, out)
     return rows
