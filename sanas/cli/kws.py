@@ -88,11 +88,14 @@ def train_command(
         sanas train --config sanas.yaml --lambda 1e-9 --out runs/sanas-1e-9
 
     A config file (YAML or JSON) holds TrainConfig fields: data, out, model,
-    lam, budget, budget_mode, epochs, batch_size, lr, weight_decay, seed,
-    channels, dropout, shared_convs, device, threads, workers, sequence
-    (lengths_s, background_probability, ...) and options (logit_relu,
+    lam, budget, budget_mode, epochs, batch_size, lr, arch_lr, lr_schedule
+    (constant or cosine), warmup_epochs (network-only epochs before the
+    search), normalize_features, weight_decay, seed, channels, dropout,
+    shared_convs, device, threads, workers, sequence (lengths_s, multi_word,
+    max_words, background_probability, ...) and options (logit_relu,
     detach_features, log_prob_reduction, baseline, gamma,
-    learned_initial_state). Flags given on the command line win.
+    learned_initial_state). Flags given on the command line win. The recipe
+    of the Table 1 experiment: sanas.kws.experiment.RECIPE.
     """
     from sanas.kws.data.audio import AudioError
     from sanas.kws.train import TrainConfig, load_config, train

@@ -1,5 +1,6 @@
 """The paper's experiment as one call: train static, BSN and SANAS models, evaluate them all
-on the same streaming test file, and write Table 1, its CSV and the figures.
+on the same streaming test file, and write Table 1, its CSV and the figures (cost/accuracy,
+cost per class along training, and every model's false-alarm/false-reject curve).
 
 Model selection uses each run's validation set only; the stream is built from the testing
 list and is touched only for the final table.
@@ -18,6 +19,7 @@ from typing import Any
 
 from sanas.kws.plots import ModelPoint, plot_cost_accuracy, plot_cost_per_class
 from sanas.kws.sanas_model import SANASOptions
+from sanas.kws.streaming_metrics import CurvePoint, plot_fa_fr_curve
 
 TABLE_COLUMNS = ("model", "matched", "correct", "wrong", "false_alarm", "macs_per_step")
 FAMILIES = ("static", "bsn", "sanas")  # table order
@@ -218,6 +220,11 @@ def _write_outputs(rows: list[dict[str, Any]], out: Path) -> None:
         ],
         out / "cost_accuracy.png",
     )
+    curves = {}
+    for row in rows:
+        scores = json.loads((Path(row["run"]) / "stream_eval.json").read_text())
+        curves[row["model"]] = [CurvePoint(**point) for point in scores["fa_fr_curve"]]
+    plot_fa_fr_curve(curves, out / "fa_fr_curve.png")
     sanas_rows = [r for r in rows if r["family"] == "sanas"]
     if sanas_rows:
         chosen = max(sanas_rows, key=lambda r: r["correct"])

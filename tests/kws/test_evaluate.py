@@ -33,7 +33,8 @@ def test_experiment_trains_evaluates_and_writes_table_and_figures(
         assert 0 <= row["correct"] <= row["matched"] <= 100
         assert row["executed_macs_per_step"] <= row["macs_per_step"]
     assert rows[0]["macs_per_step"] > 0
-    for name in ("table.csv", "table.json", "table.txt", "cost_accuracy.png", "cost_per_class.png"):
+    figures = ("cost_accuracy.png", "cost_per_class.png", "fa_fr_curve.png")
+    for name in ("table.csv", "table.json", "table.txt", *figures):
         assert (tmp_path / name).stat().st_size > 0
     assert "Matched" in format_table(rows)
 
