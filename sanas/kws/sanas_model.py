@@ -38,12 +38,18 @@ from sanas.supernet.budgets import BudgetObjective
 from sanas.supernet.controller import RecurrentController
 from sanas.supernet.costs import MacsCost
 from sanas.supernet.distributions import ArchitectureDistribution, StaticArchitecture
-from sanas.supernet.estimators import MovingAverageBaseline, reinforce_loss, returns_to_go
+from sanas.supernet.estimators import (
+    GroupedMovingAverageBaseline,
+    MovingAverageBaseline,
+    reinforce_loss,
+    returns_to_go,
+)
 from sanas.supernet.executors import run_masked
 from sanas.supernet.graph import SuperNetwork
 
 ModelKind = Literal["static", "static-shortcuts", "bsn", "sanas"]
 MODEL_KINDS: tuple[str, ...] = ("static", "static-shortcuts", "bsn", "sanas")
+BASELINES = ("ema_reference", "ema", "ema_class")
 FEATURE_TAP = "features"
 
 
@@ -64,6 +70,9 @@ class SANASOptions:
       bias correction, which only differs at the second and third batch by 1% and 0.1%).
       ``"ema"``: :class:`MovingAverageBaseline` with decay 0.9, blind to padded steps, and
       built from past batches only (so it does not depend on the current sample).
+      ``"ema_class"``: the same per class label of the step
+      (:class:`GroupedMovingAverageBaseline`): the advantage compares an architecture with
+      the usual loss on that class, not with a mix of easy silence and hard keywords.
     - ``gamma``: discount of later steps' costs credited to a step's architecture
       (:func:`returns_to_go`; reference: 0, each step only pays for itself). SANAS only.
     - ``learned_initial_state``: learn the controller's z_0 (reference: fixed at 0).
@@ -72,7 +81,7 @@ class SANASOptions:
     logit_relu: bool = True
     detach_features: bool = False
     log_prob_reduction: Literal["mean", "sum"] = "mean"
-    baseline: Literal["ema_reference", "ema"] = "ema_reference"
+    baseline: Literal["ema_reference", "ema", "ema_class"] = "ema_reference"
     gamma: float = 0.0
     learned_initial_state: bool = False
 
@@ -81,8 +90,8 @@ class SANASOptions:
             raise ValueError(
                 f"log_prob_reduction must be 'mean' or 'sum', got {self.log_prob_reduction!r}"
             )
-        if self.baseline not in ("ema_reference", "ema"):
-            raise ValueError(f"baseline must be 'ema_reference' or 'ema', got {self.baseline!r}")
+        if self.baseline not in BASELINES:
+            raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
 
@@ -93,7 +102,7 @@ class SANASOptions:
             logit_relu=False,
             detach_features=True,
             log_prob_reduction="sum",
-            baseline="ema",
+            baseline="ema_class",
             learned_initial_state=True,
         )
 
@@ -399,11 +408,17 @@ class SequenceObjective:
     REINFORCE surrogate on per-step costs Δ_t + penalty(C_t), minus a baseline, discounted
     over later steps by ``gamma``. Holds the baseline and budget state (checkpointed)."""
 
-    def __init__(self, budget: BudgetObjective, options: SANASOptions | None = None) -> None:
+    def __init__(
+        self, budget: BudgetObjective, options: SANASOptions | None = None, num_classes: int = 12
+    ) -> None:
         self.budget = budget
         self.options = options or SANASOptions()
         reference = self.options.baseline == "ema_reference"
-        self.baseline = MovingAverageBaseline(decay=0.1 if reference else 0.9)
+        self.baseline: MovingAverageBaseline | GroupedMovingAverageBaseline
+        if self.options.baseline == "ema_class":
+            self.baseline = GroupedMovingAverageBaseline(num_classes, decay=0.9)
+        else:
+            self.baseline = MovingAverageBaseline(decay=0.1 if reference else 0.9)
 
     def __call__(
         self, output: KWSOutput, labels: Tensor, mask: Tensor, search: bool = True
@@ -428,7 +443,11 @@ class SequenceObjective:
             )
         penalty = self.budget.penalty(output.cost).to(ce.dtype)
         step_cost = ce.detach() + penalty
-        if self.options.baseline == "ema_reference":
+        if isinstance(self.baseline, GroupedMovingAverageBaseline):
+            classes = labels.clamp_min(0)  # padded steps (IGNORE_INDEX) are masked out
+            baseline = self.baseline.values(classes).to(step_cost.dtype)
+            self.baseline.update(step_cost, classes, mask)
+        elif self.options.baseline == "ema_reference":
             baseline = self.baseline.update(step_cost)  # every step, padded ones included
         else:
             baseline = self.baseline.value
@@ -444,7 +463,7 @@ class SequenceObjective:
             arch_loss=float(arch_loss.detach()),
             cost=mean_cost,
             penalty=float(penalty[mask].mean()) if mask.any() else 0.0,
-            baseline=float(baseline),
+            baseline=float(baseline[mask].mean()) if torch.is_tensor(baseline) else baseline,
             lam=float(self.budget.lam),
         )
         return task_loss + arch_loss, stats

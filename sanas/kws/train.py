@@ -584,7 +584,7 @@ def _train(config: TrainConfig) -> RunResult:
     model = model.to(device)
     optimizer = _optimizer(model, config)
     budget = make_budget(config.budget_mode, config.lam, config.budget)  # type: ignore[arg-type]
-    objective = SequenceObjective(budget, config.options)
+    objective = SequenceObjective(budget, config.options, num_classes=len(labels))
     state = _State()
     if checkpoint_path.is_file():
         _check_resumable(run_dir, config)

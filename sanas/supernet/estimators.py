@@ -62,6 +62,44 @@ class MovingAverageBaseline:
         return self.value
 
 
+class GroupedMovingAverageBaseline:
+    """One bias-corrected moving average of the cost per group, e.g. per class label.
+
+    Whatever does not depend on the sampled architecture may choose the baseline without
+    biasing the gradient; at training time a step's label is such information. Easy
+    steps (silence) and hard ones (keywords) then stop adding their difference in loss
+    to the noise of every architecture's advantage: what remains is how this
+    architecture did against the usual for this kind of input.
+    """
+
+    def __init__(self, groups: int, decay: float = 0.9):
+        if groups < 1:
+            raise ValueError(f"groups must be at least 1, got {groups}")
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        self.decay = decay
+        self._average = torch.zeros(groups, dtype=torch.float64)
+        self._weight = torch.zeros(groups, dtype=torch.float64)
+
+    def values(self, group: Tensor) -> Tensor:
+        """The baseline of each element of ``group`` (int64; 0 for groups not seen yet)."""
+        seen = self._weight > 0
+        value = torch.where(seen, self._average / self._weight.clamp_min(1e-300), 0.0)
+        return value.to(group.device)[group]
+
+    def update(self, cost: Tensor, group: Tensor, mask: Tensor | None = None) -> None:
+        """Fold in the mean cost of each group present in the batch (real steps only)."""
+        if mask is not None:
+            cost, group = cost[mask], group[mask]
+        cost, group = cost.detach().double().flatten().cpu(), group.flatten().cpu()
+        sums = torch.zeros_like(self._average).index_add_(0, group, cost)
+        counts = torch.zeros_like(self._average).index_add_(0, group, torch.ones_like(cost))
+        present = counts > 0
+        mean = sums[present] / counts[present]
+        self._average[present] = self.decay * self._average[present] + (1 - self.decay) * mean
+        self._weight[present] = self.decay * self._weight[present] + (1 - self.decay)
+
+
 def returns_to_go(rewards: Tensor, gamma: float, mask: Tensor | None = None) -> Tensor:
     """Per-step returns G_t = Σ_{k≥t} γ^{k−t} r_k over (batch, steps); γ = 0 gives r_t.
 

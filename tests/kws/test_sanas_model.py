@@ -183,6 +183,22 @@ def test_baseline_options() -> None:
     assert ema_stats.baseline == pytest.approx(10 / 4, abs=0.05)  # real steps only
 
 
+def test_class_baseline_compares_each_step_with_its_own_class() -> None:
+    costs = torch.tensor([[0.1, 0.1, 3.0], [0.1, 3.0, 3.0]])  # silence easy, keyword hard
+    labels = torch.tensor([[0, 0, 1], [0, 1, 1]])
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    objective = SequenceObjective(
+        make_budget("linear", 1.0), SANASOptions(baseline="ema_class"), num_classes=2
+    )
+    out, log_prob = fake_output(costs)
+    objective(out, labels, mask)  # first batch: the baseline learns each class's cost
+    out, log_prob = fake_output(costs)
+    loss, _ = objective(out, labels, mask)
+    loss.backward()
+    # Same costs as usual for each class: no advantage, so no push on the architecture.
+    assert log_prob.grad is not None and log_prob.grad.abs().max() < 1e-6
+
+
 @pytest.mark.parametrize("gamma", (0.0, 0.5))
 def test_gamma_credits_later_steps(gamma: float) -> None:
     costs = torch.tensor([[1.0, 2.0, 4.0]])
@@ -231,7 +247,7 @@ def test_improved_options_turn_every_quirk_off() -> None:
     assert reference.logit_relu and not improved.logit_relu
     assert not reference.detach_features and improved.detach_features
     assert (reference.log_prob_reduction, improved.log_prob_reduction) == ("mean", "sum")
-    assert (reference.baseline, improved.baseline) == ("ema_reference", "ema")
+    assert (reference.baseline, improved.baseline) == ("ema_reference", "ema_class")
     assert not reference.learned_initial_state and improved.learned_initial_state
 
 

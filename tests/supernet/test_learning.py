@@ -12,6 +12,7 @@ from sanas.supernet.budgets import ConstrainedBudget, HingePenalty, LinearPenalt
 from sanas.supernet.costs import build_cost
 from sanas.supernet.distributions import ArchitectureDistribution, StaticArchitecture
 from sanas.supernet.estimators import (
+    GroupedMovingAverageBaseline,
     MovingAverageBaseline,
     batch_mean_baseline,
     reinforce_loss,
@@ -85,6 +86,17 @@ def test_moving_average_baseline_is_bias_corrected_and_masked() -> None:
     ) == pytest.approx(15.0)
     second = baseline.update(torch.tensor([25.0]))
     assert second == pytest.approx((0.9 * 0.1 * 15 + 0.1 * 25) / (0.9 * 0.1 + 0.1))
+
+
+def test_grouped_baseline_keeps_one_debiased_average_per_group() -> None:
+    baseline = GroupedMovingAverageBaseline(groups=3, decay=0.5)
+    group = torch.tensor([0, 0, 1, 2])
+    mask = torch.tensor([True, True, True, False])
+    baseline.update(torch.tensor([1.0, 3.0, 10.0, 99.0]), group, mask)
+    assert baseline.values(torch.tensor([0, 1, 2])).tolist() == [2.0, 10.0, 0.0]
+    baseline.update(torch.tensor([4.0]), torch.tensor([0]))  # group 1 keeps its value
+    # group 0: (0.5 · 0.5 · 2 + 0.5 · 4) / (0.5 · 0.5 + 0.5) = 2.5 / 0.75
+    assert baseline.values(torch.tensor([0, 1])).tolist() == pytest.approx([2.5 / 0.75, 10.0])
 
 
 def test_returns_to_go_discount_later_rewards() -> None:
