@@ -75,6 +75,7 @@ NORMALIZER_SEQUENCES = 256  # training sequences the input normaliser is fitted 
 # Fields that may change when a run resumes: they do not change what is computed (threads
 # and device may still change float rounding).
 RESUMABLE_CHANGES = frozenset({"epochs", "device", "progress", "workers", "threads"})
+SEARCH_FIELDS = frozenset({"lam", "budget", "budget_mode", "arch_lr", "warmup_epochs"})
 
 
 class ConfigError(ValueError):
@@ -536,10 +537,22 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _what_is_computed(values: dict[str, Any]) -> dict[str, Any]:
+    """Config fields that can change a run's result: a static model ignores every
+    architecture-search field (λ, budget, arch_lr, warm-up, and the options except the
+    logit ReLU)."""
+    if values.get("model") not in ("static", "static-shortcuts"):
+        return values
+    values = {k: v for k, v in values.items() if k not in SEARCH_FIELDS}
+    options = values.get("options") or {}
+    values["options"] = {"logit_relu": options.get("logit_relu")}
+    return values
+
+
 def _check_resumable(run_dir: Path, config: TrainConfig) -> None:
     """Refuse to resume a folder that holds a run of another configuration."""
-    saved = json.loads((run_dir / "config.json").read_text())
-    current = config.to_dict()
+    saved = _what_is_computed(json.loads((run_dir / "config.json").read_text()))
+    current = _what_is_computed(config.to_dict())
     changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
     changed = [k for k in changed if k not in RESUMABLE_CHANGES]
     if changed:

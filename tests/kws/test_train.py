@@ -124,6 +124,11 @@ def test_resuming_another_configuration_is_refused(tone_data: Path, tmp_path: Pa
     train(tiny(tone_data, tmp_path / "run", epochs=1, model="static"))
     with pytest.raises(ConfigError, match="channels: 2 -> 3"):
         train(tiny(tone_data, tmp_path / "run", epochs=2, model="static", channels=3))
+    with pytest.raises(ConfigError, match="logit_relu"):
+        train(tiny(tone_data, tmp_path / "run", model="static", options={"logit_relu": False}))
+    # A static model ignores the search's fields: changing them resumes the same run.
+    search = {"lam": 3.0, "warmup_epochs": 1, "options": {"baseline": "ema_class"}}
+    assert len(train(tiny(tone_data, tmp_path / "run", model="static", **search)).history) == 2
 
 
 def _command(config: Path) -> list[str]:
