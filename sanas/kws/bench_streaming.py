@@ -10,7 +10,13 @@ in interleaved rounds (so that a busy neighbour slows all of them alike):
   when a run folder is given, else a random schedule with given tier fractions;
 - the ratio of measured time to MAC ratio, MACs per window (the paper) and executed;
 - the same tiers for 8 streams batched (a server), per stream-step;
-- where the time goes: each node's ms per step in context, and its GMAC/s;
+- where the time goes: each node's ms per step in context (the engine's kernels) and its
+  GMAC/s (the JSON adds the GB/s at which it reads its weights), and the static steps
+  split into features, convolutions, dense layers and the rest (per-step overhead);
+- memory: the fp32 weight bytes each tier reads per step, the bandwidth of a batch-1
+  matrix-vector product at 1 and 2 threads, and a two-rate model (convolutions at their
+  GMAC/s, dense layers at their GB/s) of the 35M tier's time ratio to the full model,
+  which the MAC ratio alone misses;
 - the real-time factor of the whole pipeline, audio in → detections out;
 - training windows per second, plain vs shared convolutions (forward + backward).
 
@@ -64,6 +70,7 @@ TIERS: dict[str, tuple[str, ...] | None] = {
     "full": None,
 }
 DEFAULT_MIX: dict[str, float] = {"0.52M": 0.5, "35M": 0.4, "full": 0.1}
+CONVOLUTIONS = ("conv_0", "conv_1")  # compute-bound; every other weighted node is dense
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -232,10 +239,12 @@ def _row(entry: _Timed, features_ms: float) -> dict[str, float]:
 
 def node_breakdown(
     engine: StreamingEngine, chunks: list[Tensor], steps: int = 40
-) -> dict[str, dict[str, float]]:
-    """Median ms per step of each node's module inside a running engine with a fixed
-    architecture (forward hooks), its executed MACs per step in the steady state and the
-    resulting GMAC/s: where the time goes."""
+) -> dict[str, Any]:
+    """Where the time goes in a running engine with a fixed architecture: the median ms
+    per step of each node's kernel (forward hooks), its executed MACs and weight bytes per
+    step in the steady state, the resulting GMAC/s and GB/s (``nodes``); and, in the same
+    run, the median ms of the whole step and of the features alone (``step_ms``,
+    ``features_ms``), so that the rest is the per-step overhead."""
     core = engine.engine
     starts: dict[str, float] = {}
     seconds: dict[str, list[float]] = {}
@@ -247,24 +256,74 @@ def node_breakdown(
         return lambda *_: seconds.setdefault(name, []).append(time.perf_counter() - starts[name])
 
     handles = []
-    for name, module in core.net.modules_by_node.items():
-        handles.append(module.register_forward_pre_hook(before(name)))
-        handles.append(module.register_forward_hook(after(name)))
+    for name, kernel in core.kernels.items():
+        handles.append(kernel.register_forward_pre_hook(before(name)))
+        handles.append(kernel.register_forward_hook(after(name)))
+    features = _Features()
+    step_seconds: list[float] = []
+    feature_seconds: list[float] = []
     try:
         engine.reset()
-        for chunk in chunks[: steps + 8]:
-            engine.feed(chunk)
+        for k, chunk in enumerate(chunks[: steps + 8]):
+            start = time.perf_counter()
+            completed = engine.feed(chunk)
+            middle = time.perf_counter()
+            features.feed(chunk)
+            if k >= 8 and len(completed) == 1:
+                step_seconds.append(middle - start)
+                feature_seconds.append(time.perf_counter() - middle)
     finally:
         for handle in handles:
             handle.remove()
-    breakdown = {}
+    nodes = {}
     for name, samples in seconds.items():
         ms = 1e3 * statistics.median(samples[2:])  # the first steps fill the caches
         macs = core.costs.per_node[name]
         if core.cache and name in core.row_macs:
             macs = core.row_macs[name] * core.step_frames
-        breakdown[name] = {"ms": ms, "macs_executed": macs, "gmacs_per_s": macs / ms / 1e6}
-    return breakdown
+        weight_bytes = _weight_bytes(core.net, name)
+        nodes[name] = {
+            "ms": ms,
+            "macs_executed": macs,
+            "gmacs_per_s": macs / ms / 1e6,
+            "weight_bytes": weight_bytes,
+            "gb_per_s": weight_bytes / ms / 1e6,
+        }
+    return {
+        "nodes": nodes,
+        "step_ms": 1e3 * statistics.median(step_seconds),
+        "features_ms": 1e3 * statistics.median(feature_seconds),
+    }
+
+
+def _weight_bytes(net: SuperNetwork, name: str) -> float:
+    """Bytes of a node's parameters: what a batch-1 step reads from memory to run it."""
+    module = net.nodes[name].module
+    return float(sum(p.numel() * p.element_size() for p in module.parameters())) if module else 0.0
+
+
+def gemv_bandwidth(rows: int = 128, columns: int = 57_728, repeats: int = 40) -> dict[str, float]:
+    """GB/s of the batch-1 fp32 matrix-vector product (``addmv``) of a shortcut_1-sized
+    weight (29.5 MB) and of one 2x smaller (14.8 MB, the size of half of L3), at 1 and 2
+    threads, interleaved: the memory bandwidth that bounds every batch-1 dense layer."""
+    weights = {"full": torch.randn(rows, columns), "half": torch.randn(rows, columns // 2)}
+    bias = torch.randn(rows)
+    samples: dict[str, list[float]] = {}
+    default = torch.get_num_threads()
+    try:
+        for _ in range(repeats):
+            for threads in sorted({1, min(2, os.cpu_count() or 1)}):
+                torch.set_num_threads(threads)
+                for size, weight in weights.items():
+                    vector = torch.randn(weight.shape[1])
+                    start = time.perf_counter()
+                    torch.addmv(bias, weight, vector)
+                    elapsed = time.perf_counter() - start
+                    key = f"{size}_{threads}_thread"
+                    samples.setdefault(key, []).append(weight.numel() * 4 / elapsed / 1e9)
+    finally:
+        torch.set_num_threads(default)
+    return {key: statistics.median(values) for key, values in samples.items()}
 
 
 # ------------------------------------------------------------------------------ training
@@ -404,16 +463,18 @@ def run_streaming_benchmark(
                 name: real_time_factor(engines[name], rtf_audio, labels)
                 for name in ("static_window", "static_cached", "mix")
             }
-            nodes = {
+            breakdowns = {
                 name: node_breakdown(engines[name], chunks)
                 for name in ("static_window", "static_cached", "tier 35M", "tier full")
             }
+        bandwidth = gemv_bandwidth()
         torch.set_num_threads(train_threads or default_threads)
         train = training_rate(batch=train_batch, rounds=train_rounds, seed=seed)
     finally:
         torch.set_num_threads(default_threads)
 
     features_ms = _ms(timed["features"])
+    nodes = {name: breakdown["nodes"] for name, breakdown in breakdowns.items()}
     rows = {name: _row(entry, features_ms) for name, entry in timed.items()}
     full = rows["tier full"]
     tiers: dict[str, dict[str, float]] = {}
@@ -423,6 +484,9 @@ def run_streaming_benchmark(
         row["mac_ratio"] = row["macs"] / full["macs"]
         row["executed_mac_ratio"] = row["macs_executed"] / full["macs_executed"]
         row["time_over_mac_ratio"] = row["time_ratio"] / row["executed_mac_ratio"]
+        row["time_over_window_mac_ratio"] = row["time_ratio"] / row["mac_ratio"]
+        row["time_ratio_beyond_features"] = row["ms_beyond_features"] / full["ms_beyond_features"]
+        row["weight_mb"] = _tier_weight_bytes(supernet, tier) / 1e6
         tiers[tier] = row
     # A mix varies from step to step: its cost is the mean, not the median.
     mix_row = dict(rows["mix"], source=mix_source, ms_median=rows["mix"]["ms"])
@@ -459,6 +523,11 @@ def run_streaming_benchmark(
         "multi_stream": {"streams": streams, "tiers": many},
         "rtf": rtf,
         "node_ms": nodes,
+        "breakdown_steps": {
+            name: {key: breakdown[key] for key in ("step_ms", "features_ms")}
+            for name, breakdown in breakdowns.items()
+        },
+        "memory": memory_model(nodes, tiers, features_ms, bandwidth, CONVOLUTIONS),
         "train_windows_per_s": train,
         "onnx": "not measured (optional; onnxruntime is not a dependency)",
     }
@@ -468,12 +537,67 @@ def run_streaming_benchmark(
     return result
 
 
+def _tier_weight_bytes(net: SuperNetwork, tier: str) -> float:
+    """Bytes of the weights a batch-1 step of a tier reads (its used nodes' parameters)."""
+    used = net.used_names(net.used(tier_architecture(net, tier), 1)[0])
+    return sum(_weight_bytes(net, name) for name in used)
+
+
+def memory_model(
+    nodes: Mapping[str, Mapping[str, Mapping[str, float]]],
+    tiers: Mapping[str, Mapping[str, float]],
+    features_ms: float,
+    gemv: Mapping[str, float],
+    convolutions: tuple[str, ...],
+) -> dict[str, Any]:
+    """Why time does not follow MACs at batch 1: a two-rate model of the 35M and full tiers.
+
+    Convolutions are compute-bound (many MACs per weight byte), dense layers memory-bound
+    (one MAC per 4 bytes of fp32 weight read once per step). With the rates measured in
+    the full tier (convolutions in GMAC/s, dense layers in GB/s), a tier takes about
+    features + conv MACs / conv rate + dense weight bytes / bandwidth; the predicted ratio
+    of the 35M tier to the full one shows what the MAC ratio misses.
+    """
+    full = nodes["tier full"]
+    conv_names = [n for n in full if n in convolutions]
+    dense_names = [n for n in full if n not in convolutions]
+    conv_rate = sum(full[n]["macs_executed"] for n in conv_names) / sum(
+        full[n]["ms"] for n in conv_names
+    )  # MACs per ms
+    bandwidth = sum(full[n]["weight_bytes"] for n in dense_names) / sum(
+        full[n]["ms"] for n in dense_names
+    )  # bytes per ms
+
+    def predicted(config: str) -> dict[str, float]:
+        breakdown = nodes[config]
+        macs = sum(v["macs_executed"] for n, v in breakdown.items() if n in convolutions)
+        weight = sum(v["weight_bytes"] for n, v in breakdown.items() if n not in convolutions)
+        return {
+            "conv_macs": macs,
+            "dense_weight_bytes": weight,
+            "predicted_ms": features_ms + macs / conv_rate + weight / bandwidth,
+        }
+
+    model = {tier: predicted(f"tier {tier}") for tier in ("35M", "full")}
+    ratio = model["35M"]["predicted_ms"] / model["full"]["predicted_ms"]
+    return {
+        "gemv_gb_per_s": dict(gemv),
+        "conv_gmacs_per_s": conv_rate / 1e6,
+        "dense_gb_per_s": bandwidth / 1e6,
+        "weight_mb": {tier: row["weight_mb"] for tier, row in tiers.items()},
+        "tiers": model,
+        "predicted_35M_time_ratio": ratio,
+        "predicted_35M_time_over_mac_ratio": ratio / tiers["35M"]["executed_mac_ratio"],
+    }
+
+
 def _targets(result: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The issue's targets, each with its measured value and whether it is met."""
     static = result["static"]
     tiers = result["tiers"]
     cached = static["static_cached"]["ms"]
     tracking = tiers["35M"]["time_over_mac_ratio"]
+    tracking_window = tiers["35M"]["time_over_window_mac_ratio"]
     checks = {
         "static_cached_speedup": (static["static_window"]["ms"] / cached, ">=", 3.0),
         "static_cached_speedup_vs_reference": (
@@ -482,6 +606,11 @@ def _targets(result: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             3.0,
         ),
         "tier_35M_time_within_1.25x_of_mac_ratio": (max(tracking, 1 / tracking), "<=", 1.25),
+        "tier_35M_time_within_1.25x_of_window_mac_ratio": (
+            max(tracking_window, 1 / tracking_window),
+            "<=",
+            1.25,
+        ),
         "tier_0.52M_ms_beyond_features": (tiers["0.52M"]["ms_beyond_features"], "<=", 0.2),
         "train_shared_speedup": (result["train_windows_per_s"]["speedup"], ">=", 2.5),
     }
@@ -575,8 +704,55 @@ def format_table(result: Mapping[str, Any]) -> list[str]:
             node = result["node_ms"][config].get(name)
             cells.append(f"{node['ms']:.3f} ({node['gmacs_per_s']:.1f})" if node else "")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", *format_static_split(result), *format_memory(result["memory"], result["tiers"])]
     lines.append("")
     for name, target in result["targets"].items():
         verdict = "met" if target["met"] else "NOT met"
         lines.append(f"target {name}: {target['value']:.3f} ({target['target']}): {verdict}")
     return lines
+
+
+def format_static_split(result: Mapping[str, Any]) -> list[str]:
+    """The static steps of the node breakdown's run split into features, convolutions,
+    other nodes and the rest (per-step overhead: Python, copies, hooks)."""
+    lines = []
+    for config in ("static_window", "static_cached"):
+        nodes = result["node_ms"][config]
+        step = result["breakdown_steps"][config]
+        convs = [v for n, v in nodes.items() if n in CONVOLUTIONS]
+        conv_ms = sum(v["ms"] for v in convs)
+        conv_rate = sum(v["macs_executed"] for v in convs) / conv_ms / 1e6
+        other_ms = sum(v["ms"] for n, v in nodes.items() if n not in CONVOLUTIONS)
+        rest = step["step_ms"] - step["features_ms"] - conv_ms - other_ms
+        lines.append(
+            f"{config} (breakdown run): {step['step_ms']:.3f} ms = features "
+            f"{step['features_ms']:.3f} + convolutions {conv_ms:.3f} ({conv_rate:.1f} GMAC/s) "
+            f"+ other nodes {other_ms:.3f} + rest {rest:.3f}."
+        )
+    return lines
+
+
+def format_memory(memory: Mapping[str, Any], tiers: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The memory-traffic explanation of the tiers' time ratios, as Markdown lines."""
+    gemv = ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in memory["gemv_gb_per_s"].items())
+    weights = ", ".join(f"{tier} {mb:.1f} MB" for tier, mb in memory["weight_mb"].items())
+    model = memory["tiers"]
+    tier = tiers["35M"]
+    return [
+        f"Memory: fp32 weights read per step: {weights}. Batch-1 matrix-vector product "
+        f"(addmv, 128 rows; full = 29.5 MB, half = 14.8 MB) in GB/s: {gemv}.",
+        f"In the full tier, convolutions run at {memory['conv_gmacs_per_s']:.1f} GMAC/s and "
+        f"dense layers read their weights at {memory['dense_gb_per_s']:.1f} GB/s (1 MAC per "
+        "4 bytes: memory-bound). Two-rate model, features + conv MACs / rate + dense bytes / "
+        f"bandwidth: 35M {model['35M']['predicted_ms']:.3f} ms "
+        f"({model['35M']['conv_macs'] / 1e6:.2f}M conv MACs, "
+        f"{model['35M']['dense_weight_bytes'] / 1e6:.1f} MB), full "
+        f"{model['full']['predicted_ms']:.3f} ms ({model['full']['conv_macs'] / 1e6:.2f}M, "
+        f"{model['full']['dense_weight_bytes'] / 1e6:.1f} MB): predicted time ratio "
+        f"{memory['predicted_35M_time_ratio']:.3f} = "
+        f"{memory['predicted_35M_time_over_mac_ratio']:.2f}x the executed MAC ratio "
+        f"{tier['executed_mac_ratio']:.3f} (measured {tier['time_ratio']:.3f} = "
+        f"{tier['time_over_mac_ratio']:.2f}x; per-window MAC ratio {tier['mac_ratio']:.3f}: "
+        f"{tier['time_over_window_mac_ratio']:.2f}x; beyond features "
+        f"{tier['time_ratio_beyond_features']:.3f}).",
+    ]

@@ -16,14 +16,20 @@ size 1, or over many streams at once, and does real work only where the papers c
 - **Row caches.** conv_0 and conv_1 have stride 1 in time and no time pooling (the trunk of
   :func:`~sanas.kws.sequence_forward.trunk_layout`): row r of step t's output is row
   20·t + r of the stream. Each stream keeps the rows of the last window each trunk node
-  computed; a step computes only the rows it lacks: 20 per node when the node ran at the
-  previous step, more when it was off in between (all of them after 5 steps off).
-- **Skipping.** The step's used set comes from a policy (:class:`ArchitecturePolicy`); the
-  network runs through :func:`~sanas.supernet.executors.run_skipping` with the trunk rows
-  as ``precomputed`` outputs, so no unused node's module is ever called. A fixed
-  architecture (no policy, :class:`FixedPolicy`) is resolved once, not at every step.
-  Trunk rows are computed by :func:`~sanas.kws.sequence_forward.run_trunk_node`
-  (channels-last features, for a fast frequency pooling).
+  computed, time-major (time, width, channels), in a buffer where a window is a contiguous
+  slice (no copy per step); a step computes only the rows it lacks: 20 per node when the
+  node ran at the previous step, more when it was off in between (all of them after 5
+  steps off).
+- **Kernels.** The nodes run as :mod:`sanas.kws.row_kernels` made from their modules at
+  construction (:attr:`MultiStreamEngine.kernels`): a cached step's 20 rows of a
+  convolution as one GEMM over their patches, with pooling, bias and ReLU fused after it;
+  dense layers fed by the trunk on its time-major rows (their weights' columns permuted
+  once, refreshed when a weight changes); batch-1 dense layers as matrix-vector products.
+- **Skipping.** The step's used set comes from a policy (:class:`ArchitecturePolicy`). Each
+  distinct used set is resolved once into a plan: its used trunk nodes and the other used
+  nodes in topological order, with their inputs and layouts; no unused node is ever
+  computed. A fixed architecture (no policy, :class:`FixedPolicy`) is resolved once, not
+  at every step.
 - **MACs.** Each step reports the paper's per-window count (:class:`MacsCost` on the used
   set, the reference accounting) and the MACs actually executed (trunk nodes charged per
   computed row): for a static cnn-trad-fpool3 step with warm caches, 6.76M (conv_0) +
@@ -33,7 +39,13 @@ size 1, or over many streams at once, and does real work only where the papers c
 
 Outputs equal the window-by-window computation
 (:func:`~sanas.kws.sequence_forward.forward_windows_plain` on the frontend's features over
-the whole stream) to float rounding. The network must be in eval mode, on the CPU.
+the whole stream) to float rounding (summation order). The network must be in eval mode, on
+the CPU.
+
+Speed at batch 1 (``sanas bench streaming``): the convolutions are compute-bound, but a
+dense layer reads each fp32 weight once per step for one MAC (memory-bound: shortcut_1
+alone is 29.5 MB), so a tier's time follows its MACs only as far as its weight bytes
+follow them; the benchmark measures both.
 
 Threads: a batch-1 step is a chain of small operations; when the machine's other cores are
 busy, a second torch thread makes each of them wait for a descheduled helper (measured on
@@ -43,9 +55,10 @@ a shared 2-core machine: 2.8 to 100 ms per static cached step with 2 threads, 2.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ParamSpec, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -58,6 +71,22 @@ from sanas.supernet.costs import MacsCost, node_input_shape
 from sanas.supernet.graph import SuperNetwork, combine_inputs
 
 AudioChunk = np.ndarray | Tensor
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _inference(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``method`` in inference mode, entering it only when it is not on already
+    (entering costs about 5 µs per call: a few percent of a batch-1 step's overhead)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if torch.is_inference_mode_enabled():
+            return method(*args, **kwargs)
+        with torch.inference_mode():
+            return method(*args, **kwargs)
+
+    return wrapper
 
 
 # ----------------------------------------------------------------------------- policies
@@ -265,16 +294,17 @@ class StreamRun:
 # ------------------------------------------------------------------------------- engine
 class _RowBuffer:
     """Time-major rows of one trunk node for one stream, stream rows ``first`` …
-    ``first + count − 1`` at ``storage[offset : offset + count]``.
+    ``first + count − 1`` at ``storage[0, offset : offset + count]``.
 
-    A window is a contiguous slice (no copy per step). New rows are written after the kept
-    ones; when the storage is full, the kept rows move to its front, once every
-    (capacity − rows) / step steps. A capacity of at least twice the window's rows keeps
-    that move free of overlap.
+    A window is a contiguous slice (no copy per step), batch dim included. New rows are
+    written after the kept ones; when the storage is full, the kept rows move to its front,
+    once every (capacity − rows) / step steps. A capacity of at least twice the window's
+    rows keeps that move free of overlap.
     """
 
     def __init__(self, rows: int, width: int, channels: int) -> None:
-        self.storage = torch.empty(3 * rows, width, channels)
+        self.capacity = 3 * rows
+        self.storage = torch.empty(1, self.capacity, width, channels)
         self.first = 0
         self.offset = 0
         self.count = 0
@@ -285,18 +315,19 @@ class _RowBuffer:
 
     def write(self, start: int, kept: int, new: Tensor) -> None:
         """Hold stream rows from ``start`` on: ``kept`` of the held rows (at most
-        :meth:`kept`), then the ``new`` rows."""
+        :meth:`kept`), then the ``new`` rows, (1, n, width, channels)."""
+        added = new.shape[1]
         self.offset = self.offset + start - self.first if kept else 0
         self.first, self.count = start, kept
-        if self.offset + kept + len(new) > len(self.storage):
-            self.storage[:kept].copy_(self.storage[self.offset : self.offset + kept])
+        if self.offset + kept + added > self.capacity:
+            self.storage[:, :kept].copy_(self.storage[:, self.offset : self.offset + kept])
             self.offset = 0
-        self.storage[self.offset + kept : self.offset + kept + len(new)].copy_(new)
-        self.count = kept + len(new)
+        self.storage[:, self.offset + kept : self.offset + kept + added].copy_(new)
+        self.count = kept + added
 
     def window(self, rows: int) -> Tensor:
-        """The first ``rows`` held rows (a view)."""
-        return self.storage[self.offset : self.offset + rows]
+        """The first ``rows`` held rows, (1, rows, width, channels) (a view)."""
+        return self.storage[:, self.offset : self.offset + rows]
 
 
 @dataclass(frozen=True)
@@ -315,13 +346,15 @@ class _Op:
     """A used node after the trunk: merge the live inputs, apply the kernel.
 
     ``inputs``: (node index, how to take it): ``"value"`` as stored, ``"nchw"`` the NCHW view
-    of time-major rows, ``"zeros"`` an unused input of a concat node.
+    of time-major rows, ``"zeros"`` an unused input of a concat node. ``single``: the node
+    index when the input is one stored value (the common case, taken without merging).
     """
 
     index: int
     kernel: Callable[[Tensor], Tensor] | None
     inputs: tuple[tuple[int, str], ...]
     combine: str
+    single: int | None
 
 
 @dataclass
@@ -464,7 +497,7 @@ class MultiStreamEngine:
         }
 
     # ----------------------------------------------------------------------- public
-    @torch.inference_mode()
+    @_inference
     def feed(self, chunks: Sequence[AudioChunk | None]) -> list[list[StepResult]]:
         """Append one chunk of 16 kHz float audio per stream (``None``: nothing new) and
         return each stream's completed steps, in order."""
@@ -477,7 +510,7 @@ class MultiStreamEngine:
         audio = [None if c is None else torch.as_tensor(c, dtype=torch.float32) for c in chunks]
         return self._advance(self.features.push(audio))
 
-    @torch.inference_mode()
+    @_inference
     def flush(self) -> list[list[StepResult]]:
         """End every stream: add the zero padding the frontend puts after a whole stream
         and return the steps it completes. Streams must be :meth:`reset` before reuse."""
@@ -504,17 +537,21 @@ class MultiStreamEngine:
         return results
 
     def _ready_windows(self, stream: _Stream, new: Tensor) -> list[Tensor]:
-        """Append frames to a stream; return its windows that became complete, (1, 1, T, F)."""
-        if len(new):
-            stream.frames = torch.cat([stream.frames, new])
+        """Append frames to a stream; return its windows that became complete, as
+        time-major rows (1, T, F, 1) (views)."""
+        frames = torch.cat([stream.frames, new]) if len(new) else stream.frames
+        count, coeffs = frames.shape
         windows = []
         start = stream.step * self.step_frames - stream.first_frame
-        while start + self.window <= len(stream.frames):
-            windows.append(stream.frames[start : start + self.window].view(1, 1, self.window, -1))
+        while start + self.window <= count:
+            offset = frames.storage_offset() + start * coeffs
+            shape, strides = (1, self.window, coeffs, 1), (self.window * coeffs, coeffs, 1, 1)
+            windows.append(frames.as_strided(shape, strides, offset))
             start += self.step_frames
         if windows:  # keep the frames from the first window not yet complete
-            stream.frames = stream.frames[start:]
+            frames = frames[start:]
             stream.first_frame += start
+        stream.frames = frames
         return windows
 
     # ------------------------------------------------------------------------- steps
@@ -563,7 +600,8 @@ class MultiStreamEngine:
                 continue  # a zero term changes nothing in a sum
             nchw = source in self._rows_nodes and not takes_rows
             inputs.append((self.net.index[source], "nchw" if nchw else "value"))
-        return _Op(self.net.index[name], kernel, tuple(inputs), node.combine)
+        single = inputs[0][0] if len(inputs) == 1 and inputs[0][1] == "value" else None
+        return _Op(self.net.index[name], kernel, tuple(inputs), node.combine, single)
 
     def _architectures(self, active: list[int]) -> list[_Plan]:
         """Ask the policy, once for the streams at their first step and once for the others."""
@@ -598,6 +636,9 @@ class MultiStreamEngine:
         """One step for the given streams: policy, then one batched pass per group of
         streams with the same used set and missing rows."""
         plans = self._architectures(active)
+        if len(active) == 1:  # the batch-1 path
+            stream = self.streams[active[0]]
+            return self._run_group([stream], plans[0], self._missing(stream, plans[0]), windows)
         groups: dict[tuple[int, tuple[int, ...]], list[int]] = {}
         for k, i in enumerate(active):
             key = (id(plans[k]), self._missing(self.streams[i], plans[k]))
@@ -617,14 +658,20 @@ class MultiStreamEngine:
         batch = len(streams)
         start = streams[0].step * self.step_frames
         values: list[Tensor | None] = [None] * self.net.num_nodes
-        values[0] = _cat(windows).permute(0, 2, 3, 1)  # time-major rows, one channel
+        values[0] = _cat(windows)
         executed = plan.macs_fixed
         for trunk, first in zip(plan.trunk, firsts, strict=True):
-            new = self.kernels[trunk.name](values[trunk.source][:, first:])  # type: ignore[index]
-            buffers = [stream.buffers[trunk.name] for stream in streams]
-            for k, buffer in enumerate(buffers):
-                buffer.write(start, first, new[k])
-            values[trunk.index] = _stack([buffer.window(trunk.rows) for buffer in buffers])
+            source: Tensor = values[trunk.source]  # type: ignore[assignment]
+            new = self.kernels[trunk.name](source[:, first:] if first else source)
+            if batch == 1:
+                buffer = streams[0].buffers[trunk.name]
+                buffer.write(start, first, new)
+                values[trunk.index] = buffer.window(trunk.rows)
+            else:
+                buffers = [stream.buffers[trunk.name] for stream in streams]
+                for k, buffer in enumerate(buffers):
+                    buffer.write(start, first, new[k : k + 1])
+                values[trunk.index] = torch.cat([buffer.window(trunk.rows) for buffer in buffers])
             executed += trunk.row_macs * (trunk.rows - first)
         for op in plan.ops:
             values[op.index] = self._apply(op, values, batch)
@@ -646,12 +693,15 @@ class MultiStreamEngine:
                     macs_executed=executed,
                 )
             )
-            stream.previous = taps[k : k + 1]
+            stream.previous = taps if batch == 1 else taps[k : k + 1]
             stream.step += 1
         return results
 
     def _apply(self, op: _Op, values: list[Tensor | None], batch: int) -> Tensor:
         """Merge an op's inputs the way its node declares, then apply its kernel."""
+        if op.single is not None:
+            value = values[op.single]
+            return value if op.kernel is None else op.kernel(value)  # type: ignore[arg-type]
         tensors = []
         for index, mode in op.inputs:
             if mode == "zeros":
@@ -669,11 +719,6 @@ class MultiStreamEngine:
         if value is None:
             return torch.zeros(batch, *self.net.output_shapes[name])
         return _nchw(value) if name in self._rows_nodes else value
-
-
-def _stack(tensors: list[Tensor]) -> Tensor:
-    """``torch.stack``, as a view for a single tensor (the batch-1 path)."""
-    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
 
 
 class StreamingEngine:

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from sanas.kws.features import MFCC
 from sanas.kws.models import cnn_trad_fpool3
+from sanas.kws.row_kernels import RowConv
 from sanas.kws.sanas_model import SANASKWS
 from sanas.kws.sequence_forward import cut_windows, forward_windows_plain
 from sanas.kws.streaming import (
@@ -143,6 +144,18 @@ def test_static_cached_equals_plain_and_saves_macs(audio: np.ndarray) -> None:
     assert run.macs_window[0] / cached > 3.6
 
 
+def test_engine_follows_weight_changes(audio: np.ndarray) -> None:
+    """Kernels keep reordered copies of some weights; a reload after construction (e.g. a
+    checkpoint) must still be what the engine computes."""
+    torch.manual_seed(0)
+    static = cnn_trad_fpool3().eval()
+    engine = StreamingEngine(static)
+    engine.run(audio[:16000])  # the copies exist
+    static.load_state_dict(cnn_trad_fpool3().state_dict())
+    run = engine.run(audio)
+    np.testing.assert_allclose(run.logits, _plain_logits(static, audio, None).numpy(), atol=1e-5)
+
+
 def test_uncached_engine_executes_every_row(audio: np.ndarray, net: SuperNetwork) -> None:
     run = StreamingEngine(net, cache=False).run(audio)
     np.testing.assert_allclose(run.logits, _plain_logits(net, audio, None).numpy(), atol=1e-5)
@@ -157,6 +170,23 @@ def test_switching_architectures_equal_plain(audio: np.ndarray, net: SuperNetwor
     np.testing.assert_array_equal(run.architectures, schedule.bool().numpy())
     np.testing.assert_allclose(run.macs_executed, _expected_executed(net, schedule))
     assert (run.macs_executed <= run.macs_window).all()
+
+
+@pytest.mark.parametrize("max_rows", [0, 10_000])
+def test_switching_equals_plain_with_either_convolution_path(
+    audio: np.ndarray, net: SuperNetwork, max_rows: int
+) -> None:
+    """Rows missing after a convolution was off are computed exactly by the GEMM (forced
+    for every row count) and by the module itself (forced for every row count)."""
+    steps = cut_windows(MFCC()(torch.from_numpy(audio)).unsqueeze(0)).shape[1]
+    schedule = _switching_schedule(net, steps)
+    engine = StreamingEngine(net, ScheduledPolicy(schedule))
+    for name in ("conv_0", "conv_1"):
+        kernel = engine.engine.kernels[name]
+        assert isinstance(kernel, RowConv)
+        kernel.max_rows = max_rows
+    run = engine.run(audio)
+    np.testing.assert_allclose(run.logits, _plain_logits(net, audio, schedule).numpy(), atol=1e-5)
 
 
 def test_sanas_controller_policy_matches_the_model(audio: np.ndarray) -> None:
