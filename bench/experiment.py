@@ -34,14 +34,17 @@ def main() -> None:
     )
     parser.add_argument("--bsn-budget", type=float, default=3e6)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--arch-lr", type=float, default=1e-2, help="lr of BSN logits / controller")
+    parser.add_argument("--arch-lr", type=float, default=1e-2, help="lr of the BSN logits")
+    parser.add_argument(
+        "--controller-lr", type=float, default=3e-4, help="lr of the SANAS controller"
+    )
     args = parser.parse_args()
     lams = tuple(float(v) for v in args.lambdas.split(",") if v)
     budgets = tuple(float(v) for v in args.sanas_budgets.split(",") if v)
     rows = run_experiment(
         args.data,
         args.out,
-        default_specs(lams, args.bsn_budget, args.arch_lr, budgets),
+        default_specs(lams, args.bsn_budget, args.arch_lr, budgets, args.controller_lr),
         epochs=args.epochs,
         channels=args.channels,
         minutes=args.minutes,

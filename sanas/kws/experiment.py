@@ -53,23 +53,26 @@ def default_specs(
     bsn_budget: float = 3e6,
     arch_lr: float | None = None,
     sanas_budgets: tuple[float, ...] = (3e6,),
+    controller_lr: float | None = None,
 ) -> list[RunSpec]:
     """Static baselines, one constrained BSN, SANAS at several λ (linear penalty) and
     SANAS under constrained budgets, in the order they should start (slowest first).
 
-    ``arch_lr``: learning rate of the BSN logits and the SANAS controller (None: as the
-    network's, the reference).
+    ``arch_lr``: learning rate of the BSN logits; ``controller_lr``: of the SANAS
+    controller (None: as the network's, the reference). They differ in kind: a BSN logit
+    is one parameter, while a controller's logit moves with every weight of its head.
     """
     search = {} if arch_lr is None else {"arch_lr": arch_lr}
+    controller = {} if controller_lr is None else {"arch_lr": controller_lr}
     sanas = [
-        RunSpec(f"SANAS λ={lam:g}", "sanas", {"model": "sanas", "lam": lam, **search})
+        RunSpec(f"SANAS λ={lam:g}", "sanas", {"model": "sanas", "lam": lam, **controller})
         for lam in lams
     ]
     sanas += [
         RunSpec(
             f"SANAS ≤{budget / 1e6:g}M",
             "sanas",
-            {"model": "sanas", "budget_mode": "constrained", "budget": budget, **search},
+            {"model": "sanas", "budget_mode": "constrained", "budget": budget, **controller},
         )
         for budget in sanas_budgets
     ]
