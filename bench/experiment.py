@@ -32,6 +32,11 @@ def main() -> None:
     parser.add_argument(
         "--sanas-budgets", default="3e6", help="SANAS runs with a constrained budget (MACs)"
     )
+    parser.add_argument(
+        "--full-network-budgets",
+        default="",
+        help="constrained SANAS runs that also train the full network each batch",
+    )
     parser.add_argument("--bsn-budget", type=float, default=3e6)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--arch-lr", type=float, default=1e-2, help="lr of the BSN logits")
@@ -41,10 +46,13 @@ def main() -> None:
     args = parser.parse_args()
     lams = tuple(float(v) for v in args.lambdas.split(",") if v)
     budgets = tuple(float(v) for v in args.sanas_budgets.split(",") if v)
+    full_budgets = tuple(float(v) for v in args.full_network_budgets.split(",") if v)
     rows = run_experiment(
         args.data,
         args.out,
-        default_specs(lams, args.bsn_budget, args.arch_lr, budgets, args.controller_lr),
+        default_specs(
+            lams, args.bsn_budget, args.arch_lr, budgets, args.controller_lr, full_budgets
+        ),
         epochs=args.epochs,
         channels=args.channels,
         minutes=args.minutes,

@@ -54,11 +54,14 @@ def default_specs(
     arch_lr: float | None = None,
     sanas_budgets: tuple[float, ...] = (3e6,),
     controller_lr: float | None = None,
+    full_network_budgets: tuple[float, ...] = (),
 ) -> list[RunSpec]:
     """Static baselines, one constrained BSN, SANAS at several λ (linear penalty) and
     SANAS under constrained budgets, in the order they should start (slowest first).
 
-    ``arch_lr``: learning rate of the BSN logits; ``controller_lr``: of the SANAS
+    ``full_network_budgets``: constrained SANAS runs that also train the full network
+    each batch (``train_full_network``). ``arch_lr``: learning rate of the BSN logits;
+    ``controller_lr``: of the SANAS
     controller (None: as the network's, the reference). They differ in kind: a BSN logit
     is one parameter, while a controller's logit moves with every weight of its head.
     """
@@ -75,6 +78,20 @@ def default_specs(
             {"model": "sanas", "budget_mode": "constrained", "budget": budget, **controller},
         )
         for budget in sanas_budgets
+    ]
+    sanas += [
+        RunSpec(
+            f"SANAS ≤{budget / 1e6:g}M +full",
+            "sanas",
+            {
+                "model": "sanas",
+                "budget_mode": "constrained",
+                "budget": budget,
+                "train_full_network": True,
+                **controller,
+            },
+        )
+        for budget in full_network_budgets
     ]
     return [
         *sanas[:1],

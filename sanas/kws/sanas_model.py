@@ -205,6 +205,15 @@ class KWSModel(nn.Module):
             logits[rows, :n] = output.output.view(len(rows), n, -1)
         return self.logits(logits)
 
+    def full_network_logits(self, features: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Logits of every window with every node on, whatever the architecture
+        distribution: what training the full network alongside the search uses."""
+        batch, steps = features.shape[0], cut_windows(features).shape[1]
+        used = self.net.used(None, batch * steps).view(batch, steps, -1)
+        if mask is not None:
+            used = used & mask.unsqueeze(-1)
+        return self.run_windows(self.input_norm(features), used, mask)
+
     def _fixed(
         self,
         features: Tensor,

@@ -45,6 +45,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
@@ -75,7 +76,9 @@ NORMALIZER_SEQUENCES = 256  # training sequences the input normaliser is fitted 
 # Fields that may change when a run resumes: they do not change what is computed (threads
 # and device may still change float rounding).
 RESUMABLE_CHANGES = frozenset({"epochs", "device", "progress", "workers", "threads"})
-SEARCH_FIELDS = frozenset({"lam", "budget", "budget_mode", "arch_lr", "warmup_epochs"})
+SEARCH_FIELDS = frozenset(
+    {"lam", "budget", "budget_mode", "arch_lr", "warmup_epochs", "train_full_network"}
+)
 
 
 class ConfigError(ValueError):
@@ -104,6 +107,10 @@ class TrainConfig:
     from the initial distribution (every node on with p ≈ 0.95); the search starts after.
     Without it, REINFORCE compares architectures while all of them are still bad, the
     cost term wins, and the distribution can collapse to the cheapest path for good.
+    ``train_full_network`` (BSN, SANAS): each batch also trains the network with every
+    node on (the "sandwich rule" of slimmable networks): paths the search switches off
+    keep learning, so the search keeps comparing trained architectures (costs a second
+    forward and backward per batch).
     """
 
     data: str = ""
@@ -132,6 +139,7 @@ class TrainConfig:
     normalize_features: bool = True
     lr_schedule: str = "constant"
     warmup_epochs: int = 0
+    train_full_network: bool = False
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
     options: SANASOptions = field(default_factory=SANASOptions)
 
@@ -167,6 +175,9 @@ class TrainConfig:
              "must be >= 1"),
             ("limit_val", self.limit_val, self.limit_val is None or self.limit_val >= 1,
              "must be >= 1"),
+            ("train_full_network", self.train_full_network,
+             not self.train_full_network or self.model in ("bsn", "sanas"),
+             "needs a searched model (bsn or sanas)"),
             ("options.gamma", self.options.gamma, self.model == "sanas" or not self.options.gamma,
              "must be 0 unless model is sanas (only a controller acts on later steps)"),
         ]  # fmt: skip
@@ -551,7 +562,9 @@ def _what_is_computed(values: dict[str, Any]) -> dict[str, Any]:
 
 def _check_resumable(run_dir: Path, config: TrainConfig) -> None:
     """Refuse to resume a folder that holds a run of another configuration."""
-    saved = _what_is_computed(json.loads((run_dir / "config.json").read_text()))
+    # Fields added since the run was written take their defaults (what the run did).
+    saved_config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    saved = _what_is_computed(saved_config.to_dict())
     current = _what_is_computed(config.to_dict())
     changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
     changed = [k for k in changed if k not in RESUMABLE_CHANGES]
@@ -684,6 +697,7 @@ def _train_epoch(
     # The reference baseline averages padded steps in, so they must run; otherwise skip them.
     padded = config.model in ("bsn", "sanas") and config.options.baseline == "ema_reference"
     search = epoch > config.warmup_epochs
+    full_network = config.train_full_network and config.model in ("bsn", "sanas")
     bar = tqdm(
         loader, desc=f"epoch {epoch}/{config.epochs}", disable=not config.progress, unit="batch"
     )
@@ -691,6 +705,9 @@ def _train_epoch(
         batch = batch.to(device)
         out = model(batch.features, None if padded else batch.mask)
         loss, stats = objective(out, batch.labels, batch.mask, search=search)
+        if full_network:
+            full = model.full_network_logits(batch.features, batch.mask)
+            loss = loss + F.cross_entropy(full[batch.mask], batch.labels[batch.mask])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -288,3 +288,16 @@ def test_warm_up_trains_the_network_but_not_the_architecture_or_lambda() -> None
     loss.backward()
     assert any(p.grad is not None and p.grad.any() for p in model.architecture_parameters())
     assert budget.lam != 1e-8  # far over its budget: λ rises
+
+
+@pytest.mark.parametrize("kind", ("bsn", "sanas"))
+def test_full_network_logits_ignore_the_architecture_distribution(kind: str) -> None:
+    model = small(kind).eval()
+    features = torch.randn(2, FRAMES, 40)
+    head = model.distribution.logits if kind == "bsn" else model.controller.head.bias
+    with torch.no_grad():
+        head.fill_(20.0)  # every node on
+        all_on = model(features).logits
+        head.fill_(-2.0)  # the distribution now picks small networks
+        assert not torch.allclose(model(features).logits, all_on, atol=1e-3)
+        assert torch.allclose(model.full_network_logits(features), all_on, atol=1e-6)

@@ -238,7 +238,14 @@ def test_input_normaliser_is_fitted_saved_and_used_by_the_streaming_engine(
 
 
 def test_cosine_schedule_sets_each_epochs_learning_rate(tone_data: Path, tmp_path: Path) -> None:
-    config = tiny(tone_data, tmp_path / "run", lr_schedule="cosine", epochs=2, warmup_epochs=1)
+    config = tiny(
+        tone_data,
+        tmp_path / "run",
+        lr_schedule="cosine",
+        epochs=2,
+        warmup_epochs=1,
+        train_full_network=True,
+    )
     history = train(config).history
     assert [round(row["lr"], 9) for row in history] == [1e-3, 5e-4]
     assert history[0]["arch_loss"] == 0.0  # warm-up: the search has not started
