@@ -72,7 +72,7 @@ def demo(
         data, out, specs, epochs=epochs, channels=channels, minutes=minutes, jobs=jobs
     )
     typer.echo(format_table(rows))
-    typer.echo(f"table.csv and the figures (cost_accuracy, cost_per_class, fa_fr_curve) are in {out}")
+    typer.echo(f"table.csv, cost_accuracy.png, cost_per_class.png, fa_fr_curve.png: {out}")
 
 
 @app.command()
