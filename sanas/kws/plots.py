@@ -78,8 +78,9 @@ def plot_cost_per_class(
     figure = Figure(figsize=(7, 4.5))
     axes = figure.subplots()
     for label, values in cost_per_class.items():
-        style = "--" if label.startswith("_") else "-"
-        axes.plot(epochs, values, style, marker=".", label=label)
+        style = "--" if label.startswith("_") else "-"  # silence and unknown dashed
+        # matplotlib hides legend labels that start with "_": show "silence", "unknown".
+        axes.plot(epochs, values, style, marker=".", label=label.strip("_"))
     axes.set_yscale("log")
     axes.set_xlabel("epoch")
     axes.set_ylabel("mean MACs per step")
