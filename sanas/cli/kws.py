@@ -90,7 +90,8 @@ def train_command(
     A config file (YAML or JSON) holds TrainConfig fields: data, out, model,
     lam, budget, budget_mode, epochs, batch_size, lr, arch_lr, lr_schedule
     (constant or cosine), warmup_epochs (network-only epochs before the
-    search), normalize_features, weight_decay, seed, channels, dropout,
+    search), train_full_network (also train the all-on network each batch),
+    normalize_features, weight_decay, seed, channels, dropout,
     shared_convs, device, threads, workers, sequence (lengths_s, multi_word,
     max_words, background_probability, ...) and options (logit_relu,
     detach_features, log_prob_reduction, baseline, gamma,
