@@ -61,35 +61,29 @@ def default_specs(
 
     ``full_network_budgets``: constrained SANAS runs that also train the full network
     each batch (``train_full_network``). ``arch_lr``: learning rate of the BSN logits;
-    ``controller_lr``: of the SANAS
-    controller (None: as the network's, the reference). They differ in kind: a BSN logit
-    is one parameter, while a controller's logit moves with every weight of its head.
+    ``controller_lr``: of the SANAS controller (None: as the network's, the reference).
+    They differ in kind: a BSN logit is one parameter, while a controller's logit moves
+    with every weight of its head.
     """
     search = {} if arch_lr is None else {"arch_lr": arch_lr}
     controller = {} if controller_lr is None else {"arch_lr": controller_lr}
+
+    def constrained(model: str, budget: float, **fields: Any) -> dict[str, Any]:
+        return {"model": model, "budget_mode": "constrained", "budget": budget, **fields}
+
     sanas = [
         RunSpec(f"SANAS λ={lam:g}", "sanas", {"model": "sanas", "lam": lam, **controller})
         for lam in lams
     ]
     sanas += [
-        RunSpec(
-            f"SANAS ≤{budget / 1e6:g}M",
-            "sanas",
-            {"model": "sanas", "budget_mode": "constrained", "budget": budget, **controller},
-        )
+        RunSpec(f"SANAS ≤{budget / 1e6:g}M", "sanas", constrained("sanas", budget, **controller))
         for budget in sanas_budgets
     ]
     sanas += [
         RunSpec(
             f"SANAS ≤{budget / 1e6:g}M +full",
             "sanas",
-            {
-                "model": "sanas",
-                "budget_mode": "constrained",
-                "budget": budget,
-                "train_full_network": True,
-                **controller,
-            },
+            constrained("sanas", budget, train_full_network=True, **controller),
         )
         for budget in full_network_budgets
     ]
@@ -97,11 +91,7 @@ def default_specs(
         *sanas[:1],
         RunSpec("+ shortcuts", "static", {"model": "static-shortcuts"}),
         *sanas[1:],
-        RunSpec(
-            f"BSN ≤{bsn_budget / 1e6:g}M",
-            "bsn",
-            {"model": "bsn", "budget_mode": "constrained", "budget": bsn_budget, **search},
-        ),
+        RunSpec(f"BSN ≤{bsn_budget / 1e6:g}M", "bsn", constrained("bsn", bsn_budget, **search)),
         RunSpec("cnn-trad-fpool3", "static", {"model": "static"}),
     ]
 

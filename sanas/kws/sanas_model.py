@@ -205,14 +205,15 @@ class KWSModel(nn.Module):
             logits[rows, :n] = output.output.view(len(rows), n, -1)
         return self.logits(logits)
 
+    def all_on(self, features: Tensor) -> Tensor:
+        """(B, T, N) used sets with every node on, for each window of ``features``."""
+        batch, steps = features.shape[0], cut_windows(features).shape[1]
+        return self.net.used(None, batch * steps).view(batch, steps, -1)
+
     def full_network_logits(self, features: Tensor, mask: Tensor | None = None) -> Tensor:
         """Logits of every window with every node on, whatever the architecture
         distribution: what training the full network alongside the search uses."""
-        batch, steps = features.shape[0], cut_windows(features).shape[1]
-        used = self.net.used(None, batch * steps).view(batch, steps, -1)
-        if mask is not None:
-            used = used & mask.unsqueeze(-1)
-        return self.run_windows(self.input_norm(features), used, mask)
+        return self.run_windows(self.input_norm(features), self.all_on(features), mask)
 
     def _fixed(
         self,
@@ -254,9 +255,7 @@ class StaticKWS(KWSModel):
     """Every node on at every step: cnn-trad-fpool3, with or without its shortcuts."""
 
     def run_normalized(self, features: Tensor, mask: Tensor | None) -> KWSOutput:
-        batch, steps = features.shape[0], cut_windows(features).shape[1]
-        used = self.net.used(None, batch * steps).view(batch, steps, -1)
-        return self._fixed(features, used, mask)
+        return self._fixed(features, self.all_on(features), mask)
 
 
 class BSNKWS(KWSModel):
@@ -461,12 +460,11 @@ class SequenceObjective:
         else:
             baseline = self.baseline.value
             self.baseline.update(step_cost, mask)
-        advantage = returns_to_go(step_cost - baseline, self.options.gamma, mask)
-        arch_loss = reinforce_loss(output.log_prob, advantage, 0.0, mask)
+        arch_loss = task_loss.new_zeros(())
         if search:
+            advantage = returns_to_go(step_cost - baseline, self.options.gamma, mask)
+            arch_loss = reinforce_loss(output.log_prob, advantage, 0.0, mask)
             self.budget.update(output.cost[mask])
-        else:
-            arch_loss = arch_loss.detach() * 0.0
         stats = ObjectiveStats(
             task_loss=float(task_loss.detach()),
             arch_loss=float(arch_loss.detach()),

@@ -605,14 +605,15 @@ def _train(config: TrainConfig) -> RunResult:
     np.random.seed(config.seed)
     train_set, val_set, labels = _datasets(config)
     model = _make_model(config, len(labels))
-    if config.normalize_features:
+    resuming = checkpoint_path.is_file()
+    if config.normalize_features and not resuming:  # a checkpoint holds the statistics
         _fit_normalizer(model, train_set)
     model = model.to(device)
     optimizer = _optimizer(model, config)
     budget = make_budget(config.budget_mode, config.lam, config.budget)  # type: ignore[arg-type]
     objective = SequenceObjective(budget, config.options, num_classes=len(labels))
     state = _State()
-    if checkpoint_path.is_file():
+    if resuming:
         _check_resumable(run_dir, config)
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
         model.load_state_dict(checkpoint["model"])
@@ -697,7 +698,6 @@ def _train_epoch(
     # The reference baseline averages padded steps in, so they must run; otherwise skip them.
     padded = config.model in ("bsn", "sanas") and config.options.baseline == "ema_reference"
     search = epoch > config.warmup_epochs
-    full_network = config.train_full_network and config.model in ("bsn", "sanas")
     bar = tqdm(
         loader, desc=f"epoch {epoch}/{config.epochs}", disable=not config.progress, unit="batch"
     )
@@ -705,7 +705,7 @@ def _train_epoch(
         batch = batch.to(device)
         out = model(batch.features, None if padded else batch.mask)
         loss, stats = objective(out, batch.labels, batch.mask, search=search)
-        if full_network:
+        if config.train_full_network:  # validated: only for bsn and sanas
             full = model.full_network_logits(batch.features, batch.mask)
             loss = loss + F.cross_entropy(full[batch.mask], batch.labels[batch.mask])
         optimizer.zero_grad(set_to_none=True)
