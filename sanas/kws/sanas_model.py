@@ -31,6 +31,7 @@ from sanas.kws.models import cnn_trad_fpool3
 from sanas.kws.sequence_forward import (
     STEP_FRAMES,
     WINDOW_FRAMES,
+    SharedTrunk,
     cut_windows,
     precompute_trunk,
 )
@@ -114,7 +115,8 @@ class KWSOutput:
     ``logits`` (B, T, C); ``used`` (B, T, N) booleans; ``log_prob`` (B, T) log P(H_t)
     reduced over nodes per :class:`SANASOptions` (``None`` for static models); ``cost``
     (B, T) float64 MACs of each step's used set; ``probs`` (B, T, S) the node probabilities
-    the architectures were drawn from (``None`` for static models).
+    the architectures were drawn from (``None`` for static models); ``full_logits``
+    (B, T, C) the logits with every node on, when asked for (``full_network=True``).
     """
 
     logits: Tensor
@@ -122,6 +124,7 @@ class KWSOutput:
     log_prob: Tensor | None
     cost: Tensor
     probs: Tensor | None
+    full_logits: Tensor | None = None
 
 
 def frames_for(steps: int) -> int:
@@ -185,21 +188,36 @@ class KWSModel(nn.Module):
         """The classifier's output, through a ReLU when ``logit_relu`` (the reference)."""
         return F.relu(output) if self.options.logit_relu else output
 
-    def run_windows(self, features: Tensor, used: Tensor, mask: Tensor | None = None) -> Tensor:
+    def shared_trunks(self, features: Tensor, mask: Tensor | None) -> list[SharedTrunk] | None:
+        """The convolutions of each group of :func:`length_groups`, computed once per
+        sequence (``None`` without ``shared_convs``); passes over the same batch share them."""
+        if not self.shared_convs:
+            return None
+        return [
+            precompute_trunk(self.net, features[rows, : frames_for(n)])
+            for rows, n in length_groups(mask, features)
+        ]
+
+    def run_windows(
+        self,
+        features: Tensor,
+        used: Tensor,
+        mask: Tensor | None = None,
+        trunks: list[SharedTrunk] | None = None,
+    ) -> Tensor:
         """Logits of every window for architectures fixed in advance, (B, T, N) ``used``.
 
         Windows where ``mask`` (B, T) is false are padding: they are not computed and their
         logits are 0. Sequences run in groups of equal length, each cut to its real frames,
-        so that padded frames are not convolved either. With ``shared_convs`` the
-        convolutions run once per sequence instead of once per window.
+        so that padded frames are not convolved either. ``trunks``
+        (:meth:`shared_trunks`) gives the convolutions of each group, computed once per
+        sequence instead of once per window.
         """
         batch, steps = used.shape[:2]
         logits = features.new_zeros(batch, steps, self.num_classes)
-        for rows, n in length_groups(mask, features):
+        for g, (rows, n) in enumerate(length_groups(mask, features)):
             sequences = features[rows, : frames_for(n)]
-            precomputed = (
-                precompute_trunk(self.net, sequences).windows() if self.shared_convs else None
-            )
+            precomputed = trunks[g].windows() if trunks else None
             windows = cut_windows(sequences).flatten(0, 1)
             output = run_masked(self.net, windows, used[rows, :n].flatten(0, 1), precomputed)
             logits[rows, :n] = output.output.view(len(rows), n, -1)
@@ -210,16 +228,12 @@ class KWSModel(nn.Module):
         batch, steps = features.shape[0], cut_windows(features).shape[1]
         return self.net.used(None, batch * steps).view(batch, steps, -1)
 
-    def full_network_logits(self, features: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Logits of every window with every node on, whatever the architecture
-        distribution: what training the full network alongside the search uses."""
-        return self.run_windows(self.input_norm(features), self.all_on(features), mask)
-
     def _fixed(
         self,
         features: Tensor,
         used: Tensor,
         mask: Tensor | None,
+        trunks: list[SharedTrunk] | None,
         log_prob: Tensor | None = None,
         probs: Tensor | None = None,
     ) -> KWSOutput:
@@ -227,7 +241,7 @@ class KWSModel(nn.Module):
             used = used & mask.unsqueeze(-1)
             log_prob = None if log_prob is None else log_prob * mask
             probs = None if probs is None else probs * mask.unsqueeze(-1)
-        logits = self.run_windows(features, used, mask)
+        logits = self.run_windows(features, used, mask, trunks)
         return KWSOutput(logits, used, log_prob, self.step_costs(used), probs)
 
     def _reduce(self, distribution: ArchitectureDistribution, architecture: Tensor) -> Tensor:
@@ -236,26 +250,41 @@ class KWSModel(nn.Module):
             log_prob = log_prob / architecture.shape[-1]
         return log_prob
 
-    def forward(self, features: Tensor, mask: Tensor | None = None) -> KWSOutput:
+    def forward(
+        self, features: Tensor, mask: Tensor | None = None, full_network: bool = False
+    ) -> KWSOutput:
         """Run every window of (B, frames, 40) raw ``features`` (normalised here by
         ``input_norm``).
 
         ``mask`` (B, T) marks real steps (a prefix of each row, as batches are padded at
         the end); padded steps are then skipped: no compute, logits 0, nothing used, cost
         0. Without it every window runs, padding included, as in the reference.
+        ``full_network``: also return the logits with every node on, whatever the
+        architecture distribution (what training the full network alongside the search
+        uses); both passes share the convolutions, computed once.
         """
-        return self.run_normalized(self.input_norm(features), mask)
+        features = self.input_norm(features)
+        trunks = self.shared_trunks(features, mask)
+        output = self.run_normalized(features, mask, trunks)
+        if full_network:
+            output.full_logits = self.run_windows(features, self.all_on(features), mask, trunks)
+        return output
 
-    def run_normalized(self, features: Tensor, mask: Tensor | None) -> KWSOutput:
-        """:meth:`forward` on features already normalised: what subclasses implement."""
+    def run_normalized(
+        self, features: Tensor, mask: Tensor | None, trunks: list[SharedTrunk] | None
+    ) -> KWSOutput:
+        """:meth:`forward` on features already normalised, with the convolutions of
+        :meth:`shared_trunks`: what subclasses implement."""
         raise NotImplementedError
 
 
 class StaticKWS(KWSModel):
     """Every node on at every step: cnn-trad-fpool3, with or without its shortcuts."""
 
-    def run_normalized(self, features: Tensor, mask: Tensor | None) -> KWSOutput:
-        return self._fixed(features, self.all_on(features), mask)
+    def run_normalized(
+        self, features: Tensor, mask: Tensor | None, trunks: list[SharedTrunk] | None
+    ) -> KWSOutput:
+        return self._fixed(features, self.all_on(features), mask, trunks)
 
 
 class BSNKWS(KWSModel):
@@ -278,7 +307,9 @@ class BSNKWS(KWSModel):
         1[p_n > 0.5], which can be a network training rarely sampled and that costs more."""
         return self.net.most_probable_architecture(self.distribution(1).probs[0])
 
-    def run_normalized(self, features: Tensor, mask: Tensor | None) -> KWSOutput:
+    def run_normalized(
+        self, features: Tensor, mask: Tensor | None, trunks: list[SharedTrunk] | None
+    ) -> KWSOutput:
         batch, steps = features.shape[0], cut_windows(features).shape[1]
         distribution = self.distribution(batch * steps)
         if self.training:
@@ -288,7 +319,7 @@ class BSNKWS(KWSModel):
         used = self.net.used(architecture, batch * steps).view(batch, steps, -1)
         log_prob = self._reduce(distribution, architecture).view(batch, steps)
         probs = distribution.probs.view(batch, steps, -1)
-        return self._fixed(features, used, mask, log_prob, probs)
+        return self._fixed(features, used, mask, trunks, log_prob, probs)
 
 
 class SANASKWS(KWSModel):
@@ -321,17 +352,14 @@ class SANASKWS(KWSModel):
     def architecture_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.controller.parameters() if p.requires_grad]
 
-    def run_normalized(self, features: Tensor, mask: Tensor | None) -> KWSOutput:
+    def run_normalized(
+        self, features: Tensor, mask: Tensor | None, trunks: list[SharedTrunk] | None
+    ) -> KWSOutput:
         windows = cut_windows(features)
         batch, steps = windows.shape[:2]
-        groups = length_groups(mask, features)  # longest first
+        groups = length_groups(mask, features)  # longest first, as ``trunks``
         order = torch.cat([rows for rows, _ in groups])
         windows = windows[order]
-        trunks = []
-        if self.shared_convs:
-            trunks = [
-                precompute_trunk(self.net, features[rows, : frames_for(n)]) for rows, n in groups
-            ]
         sizes = [len(rows) for rows, _ in groups]
         logits = features.new_zeros(batch, steps, self.num_classes)
         used = torch.zeros(

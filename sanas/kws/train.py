@@ -703,11 +703,13 @@ def _train_epoch(
     )
     for batch in bar:
         batch = batch.to(device)
-        out = model(batch.features, None if padded else batch.mask)
+        mask = None if padded else batch.mask
+        # train_full_network (validated: only for bsn and sanas) reuses the convolutions
+        out = model(batch.features, mask, full_network=config.train_full_network)
         loss, stats = objective(out, batch.labels, batch.mask, search=search)
-        if config.train_full_network:  # validated: only for bsn and sanas
-            full = model.full_network_logits(batch.features, batch.mask)
-            loss = loss + F.cross_entropy(full[batch.mask], batch.labels[batch.mask])
+        if out.full_logits is not None:
+            full = out.full_logits[batch.mask]
+            loss = loss + F.cross_entropy(full, batch.labels[batch.mask])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

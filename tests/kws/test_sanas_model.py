@@ -300,4 +300,28 @@ def test_full_network_logits_ignore_the_architecture_distribution(kind: str) -> 
         all_on = model(features).logits
         head.fill_(-2.0)  # the distribution now picks small networks
         assert not torch.allclose(model(features).logits, all_on, atol=1e-3)
-        assert torch.allclose(model.full_network_logits(features), all_on, atol=1e-6)
+        output = model(features, full_network=True)
+        assert torch.allclose(output.full_logits, all_on, atol=1e-6)
+        assert not torch.allclose(output.logits, all_on, atol=1e-3)
+        assert model(features).full_logits is None
+
+
+def test_the_full_network_pass_shares_the_convolutions_and_their_gradients() -> None:
+    model = small("sanas").eval()
+    features = torch.randn(2, FRAMES, 40)
+    mask = torch.ones(2, STEPS, dtype=torch.bool)
+    mask[1, -2:] = False
+
+    def conv_gradients(loss: torch.Tensor) -> list[torch.Tensor]:
+        model.zero_grad()
+        loss.backward()
+        return [p.grad.clone() for p in model.net.nodes["conv_0"].module.parameters()]
+
+    shared = model(features, mask, full_network=True)
+    together = conv_gradients(shared.logits.sum() + shared.full_logits.sum())
+    normalized = model.input_norm(features)
+    separate_full = model.run_windows(normalized, model.all_on(features), mask)
+    separate = conv_gradients(model(features, mask).logits.sum() + separate_full.sum())
+    assert torch.allclose(shared.full_logits, separate_full, atol=1e-6)
+    for a, b in zip(together, separate, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
