@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from sanas.cli import app
-from sanas.kws.experiment import RunSpec, format_table, run_experiment
+from sanas.kws.experiment import RunSpec, format_table, run_experiment, target_verdict
 
 
 def test_experiment_trains_evaluates_and_writes_table_and_figures(
@@ -31,6 +31,8 @@ def test_experiment_trains_evaluates_and_writes_table_and_figures(
     assert [r["model"] for r in rows] == ["static", "SANAS"]
     for row in rows:
         assert 0 <= row["correct"] <= row["matched"] <= 100
+        assert 0 <= row["val_correct"] <= row["val_matched"] <= 100
+        assert Path(row["run"], "valstream_eval.json").is_file()
         assert row["executed_macs_per_step"] <= row["macs_per_step"]
     assert rows[0]["macs_per_step"] > 0
     figures = ("cost_accuracy.png", "cost_per_class.png", "fa_fr_curve.png")
@@ -83,3 +85,31 @@ def test_evaluate_names_a_missing_run_in_one_line(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "not a training run folder" in result.output
+
+
+def _row(model: str, family: str, test: tuple[float, float], val: tuple[float, float], macs: float):
+    return {
+        "model": model,
+        "family": family,
+        "matched": test[0],
+        "correct": test[1],
+        "val_matched": val[0],
+        "val_correct": val[1],
+        "macs_per_step": macs,
+        "val_macs_per_step": macs,
+    }
+
+
+def test_the_target_point_is_chosen_on_validation_and_judged_on_test() -> None:
+    base = _row("+ shortcuts", "static", (30, 20), (30, 20), 100.0)
+    best_on_test = _row("SANAS a", "sanas", (40, 30), (10, 5), 10.0)
+    best_on_val = _row("SANAS b", "sanas", (29, 21), (31, 25), 20.0)
+    too_costly = _row("SANAS c", "sanas", (50, 40), (50, 40), 21.0)
+    verdict = target_verdict([base, best_on_test, best_on_val, too_costly])
+    assert verdict is not None
+    assert verdict.startswith("target missed: SANAS b")  # 29 < 30 Matched on test
+    assert "0.200 of the MACs" in verdict
+    best_on_val["matched"] = 30
+    assert target_verdict([base, best_on_test, best_on_val]).startswith("target met: SANAS b")
+    assert target_verdict([base, too_costly]) is None
+    assert target_verdict([best_on_val]) is None
