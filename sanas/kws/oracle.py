@@ -1,0 +1,120 @@
+"""What input adaptivity could buy with a trained super network: an oracle gate.
+
+A controller can only gain by spending compute where it changes the outcome. This
+diagnostic measures that room directly. It runs a model's super network over a stream
+once per fixed *tier* (a used set), then mixes the tiers per step with the ground truth:
+the expensive tier on steps whose window overlaps a spoken word, the cheap one elsewhere
+(a perfect voice-activity gate). Each policy is scored like the model itself.
+
+If the oracle mix scores no better than the cheap tier alone, no controller can do
+better by being input-adaptive: the expensive paths of these weights add nothing. If it
+scores better, the gap is what a controller leaves on the table.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sanas.kws.data.audio import SAMPLE_RATE, read_wav
+from sanas.kws.data.stream_file import read_stream_labels
+from sanas.kws.sanas_model import KWSModel
+from sanas.kws.streaming import FixedPolicy, StreamingEngine, StreamRun
+from sanas.kws.streaming_metrics import DetectionConfig, evaluate_stream
+from sanas.supernet.graph import SuperNetwork
+
+# Used sets of cnn-trad-fpool3 + shortcuts: its cost tiers (method.md §4).
+KWS_TIERS: dict[str, frozenset[str]] = {
+    "cheap": frozenset({"in", "shortcut_0", "features", "classifier"}),
+    "conv_0": frozenset({"in", "conv_0", "shortcut_0", "shortcut_1", "features", "classifier"}),
+    "full": frozenset(
+        {"in", "conv_0", "conv_1", "lin_0", "lin_1", "features", "classifier"}
+        | {f"shortcut_{i}" for i in range(4)}
+    ),
+}
+WINDOW_MS = 1000.0
+CLIP_MS = 1000.0
+
+
+@dataclass(frozen=True)
+class PolicyScore:
+    """One policy's streaming scores (percent of ground-truth words) and mean MACs per step."""
+
+    policy: str
+    matched: float
+    correct: float
+    wrong: float
+    false_alarm: float
+    macs_per_step: float
+
+
+def architecture_of(net: SuperNetwork, used: frozenset[str]) -> torch.Tensor:
+    """The {0,1} architecture over ``net``'s stochastic nodes that switches on ``used``."""
+    unknown = used - set(net.nodes) - {net.input_name}
+    if unknown:
+        raise ValueError(f"tier names nodes the network does not have: {sorted(unknown)}")
+    return torch.tensor([float(name in used) for name in net.stochastic_names])
+
+
+def speech_steps(times_ms: np.ndarray, word_times_ms: Sequence[float]) -> np.ndarray:
+    """Steps whose 1 s window [t, t + 1000) overlaps a word's clip [w, w + 1000)."""
+    words = np.asarray(word_times_ms, dtype=float)
+    if words.size == 0:
+        return np.zeros(len(times_ms), dtype=bool)
+    starts = times_ms[:, None]
+    return ((starts + WINDOW_MS > words) & (starts < words + CLIP_MS)).any(axis=1)
+
+
+def oracle_gating(
+    model: KWSModel,
+    labels: Sequence[str],
+    wav_path: str | os.PathLike[str],
+    labels_path: str | os.PathLike[str],
+    tiers: Mapping[str, frozenset[str]] = KWS_TIERS,
+    cheap: str = "cheap",
+    config: DetectionConfig | None = None,
+) -> list[PolicyScore]:
+    """Score every fixed tier of ``model`` on a stream, then each other tier gated by the
+    ground truth against the ``cheap`` one ("oracle <tier>/<cheap>")."""
+    if cheap not in tiers:
+        raise ValueError(f"cheap tier {cheap!r} is not one of {sorted(tiers)}")
+    audio = read_wav(wav_path)
+    ground_truth = read_stream_labels(labels_path)
+    duration_ms = 1000.0 * len(audio) / SAMPLE_RATE
+    runs: dict[str, StreamRun] = {}
+    for name, used in tiers.items():
+        engine = StreamingEngine(
+            model.net,
+            FixedPolicy(architecture_of(model.net, used)),
+            logit_transform=model.logits,
+            input_transform=model.input_norm,
+        )
+        with torch.inference_mode():
+            runs[name] = engine.run(audio)
+    times = runs[cheap].times_ms
+    speech = speech_steps(times, [time for _, time in ground_truth])
+    policies = {name: (run.posteriors, run.macs_window) for name, run in runs.items()}
+    for name, run in runs.items():
+        if name != cheap:
+            policies[f"oracle {name}/{cheap}"] = (
+                np.where(speech[:, None], run.posteriors, runs[cheap].posteriors),
+                np.where(speech, run.macs_window, runs[cheap].macs_window),
+            )
+    scores = []
+    for name, (posteriors, macs) in policies.items():
+        score = evaluate_stream(times, posteriors, labels, ground_truth, duration_ms, config)
+        scores.append(
+            PolicyScore(
+                name,
+                score.matched_pct,
+                score.correct_pct,
+                score.wrong_pct,
+                score.false_alarm_pct,
+                float(macs.mean()),
+            )
+        )
+    return scores

@@ -1,0 +1,51 @@
+"""The oracle gate: what input adaptivity could buy with a trained super network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sanas.kws.data.speech_commands import kws_task
+from sanas.kws.data.stream_file import generate_streaming_test
+from sanas.kws.oracle import architecture_of, oracle_gating, speech_steps
+from sanas.kws.sanas_model import build_kws_model
+
+
+def test_speech_steps_are_windows_overlapping_a_word() -> None:
+    times = np.array([0.0, 200.0, 1000.0, 1800.0, 2000.0, 3000.0])
+    # a word clip over [1900, 2900): windows [t, t + 1000) that overlap it
+    assert speech_steps(times, [1900.0]).tolist() == [False, False, True, True, True, False]
+    assert not speech_steps(times, []).any()
+
+
+def test_a_tier_naming_unknown_nodes_is_refused() -> None:
+    net = build_kws_model("sanas", channels=2).net
+    with pytest.raises(ValueError, match="conv_9"):
+        architecture_of(net, frozenset({"in", "conv_9"}))
+
+
+def test_oracle_mixes_lie_between_the_cheap_tier_and_the_expensive_one(
+    tone_data: Path, tmp_path: Path
+) -> None:
+    generate_streaming_test(tone_data, tmp_path, minutes=0.5, seed=0)
+    torch.manual_seed(0)
+    model = build_kws_model("sanas", channels=2).eval()
+    scores = {
+        s.policy: s
+        for s in oracle_gating(
+            model,
+            kws_task("12").labels,
+            tmp_path / "stream.wav",
+            tmp_path / "labels.txt",
+        )
+    }
+    assert list(scores) == ["cheap", "conv_0", "full", "oracle conv_0/cheap", "oracle full/cheap"]
+    assert scores["cheap"].macs_per_step == 519_168  # method.md §4's cheapest path
+    for tier in ("conv_0", "full"):
+        mixed = scores[f"oracle {tier}/cheap"].macs_per_step
+        assert scores["cheap"].macs_per_step < mixed < scores[tier].macs_per_step
+    for score in scores.values():
+        assert 0 <= score.correct <= score.matched <= 100
