@@ -89,7 +89,8 @@ def train_command(
 
     A config file (YAML or JSON) holds TrainConfig fields: data, out, model,
     lam, budget, budget_mode, epochs, batch_size, lr, arch_lr, lr_schedule
-    (constant or cosine), warmup_epochs (network-only epochs before the
+    (constant or cosine), lr_warmup_steps (a linear ramp of the learning
+    rate: keeps conv_1 alive), warmup_epochs (network-only epochs before the
     search), train_full_network (also train the all-on network each batch),
     normalize_features, weight_decay, seed, channels, dropout,
     shared_convs, device, threads, workers, sequence (lengths_s, multi_word,

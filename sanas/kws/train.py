@@ -102,7 +102,12 @@ class TrainConfig:
     ``normalize_features``: fit a per-coefficient mean/std on training sequences and
     normalise the model's input with it (saved with the weights; the reference feeds raw
     MFCCs). ``lr_schedule``: ``constant`` (the reference) or ``cosine`` (every learning
-    rate decays to 0 over ``epochs``, set at the start of each epoch). ``warmup_epochs``
+    rate decays to 0 over ``epochs``, set at the start of each epoch). ``lr_warmup_steps``:
+    the learning rates ramp up linearly over the first optimizer steps (the reference: 0).
+    Adam moves every weight by about lr per step, whatever its gradient, so at lr 1e-3 the
+    first steps of the wide layers (shortcut_2 reads 37,376 inputs at full width) swing the
+    logits by orders of magnitude, and conv_1's ReLUs all die within ten batches, for
+    good: the convolutional paths then add nothing. ``warmup_epochs``
     (BSN, SANAS): the first epochs train the network weights only, on architectures drawn
     from the initial distribution (every node on with p ≈ 0.95); the search starts after.
     Without it, REINFORCE compares architectures while all of them are still bad, the
@@ -138,6 +143,7 @@ class TrainConfig:
     progress: bool = True
     normalize_features: bool = True
     lr_schedule: str = "constant"
+    lr_warmup_steps: int = 0
     warmup_epochs: int = 0
     train_full_network: bool = False
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
@@ -157,6 +163,7 @@ class TrainConfig:
              f"must be > 0 with budget_mode {self.budget_mode!r}"),
             ("epochs", self.epochs, self.epochs >= 1, "must be >= 1"),
             ("warmup_epochs", self.warmup_epochs, self.warmup_epochs >= 0, "must be >= 0"),
+            ("lr_warmup_steps", self.lr_warmup_steps, self.lr_warmup_steps >= 0, "must be >= 0"),
             ("batch_size", self.batch_size, self.batch_size >= 1, "must be >= 1"),
             ("lr", self.lr, self.lr > 0, "must be > 0"),
             ("lr_schedule", self.lr_schedule, self.lr_schedule in LR_SCHEDULES,
@@ -376,12 +383,20 @@ def _optimizer(model: KWSModel, config: TrainConfig) -> torch.optim.Optimizer:
     return optimizer
 
 
-def _set_epoch_lr(optimizer: torch.optim.Optimizer, config: TrainConfig, epoch: int) -> None:
-    """Learning rates of ``epoch`` (1-based) under ``config.lr_schedule``: a function of the
-    epoch alone, so a resumed run follows the same schedule."""
+def lr_factor(config: TrainConfig, epoch: int, step: int) -> float:
+    """Multiplier of every base learning rate at optimizer step ``step`` (0-based, counted
+    over the whole run) of ``epoch`` (1-based): the epoch's ``lr_schedule`` value times the
+    linear warm-up (step + 1) / ``lr_warmup_steps``. A function of (epoch, step) alone, so a
+    resumed run follows the same schedule."""
     factor = 1.0
     if config.lr_schedule == "cosine":
         factor = 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / config.epochs))
+    if step < config.lr_warmup_steps:
+        factor *= (step + 1) / config.lr_warmup_steps
+    return factor
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = group["base_lr"] * factor
 
@@ -630,8 +645,8 @@ def _train(config: TrainConfig) -> RunResult:
         for epoch in range(state.epoch + 1, config.epochs + 1):
             started = time.perf_counter()
             row: dict[str, Any] = {"epoch": epoch}
-            _set_epoch_lr(optimizer, config, epoch)
-            row["lr"] = optimizer.param_groups[0]["lr"]
+            # the epoch's scheduled rate (past the warm-up)
+            row["lr"] = config.lr * lr_factor(config, epoch, config.lr_warmup_steps)
             row.update(_train_epoch(model, optimizer, objective, train_set, config, epoch, device))
             row.update(evaluate(model, val_batches, labels))
             row["seconds"] = time.perf_counter() - started
@@ -701,7 +716,9 @@ def _train_epoch(
     bar = tqdm(
         loader, desc=f"epoch {epoch}/{config.epochs}", disable=not config.progress, unit="batch"
     )
-    for batch in bar:
+    first_step = (epoch - 1) * len(loader)
+    for index, batch in enumerate(bar):
+        _set_lr(optimizer, lr_factor(config, epoch, first_step + index))
         batch = batch.to(device)
         mask = None if padded else batch.mask
         # train_full_network (validated: only for bsn and sanas) reuses the convolutions

@@ -18,7 +18,14 @@ from typer.testing import CliRunner
 
 from sanas.cli.kws import register
 from sanas.kws.sanas_model import SANASKWS
-from sanas.kws.train import ConfigError, TrainConfig, load_config, load_run, train
+from sanas.kws.train import (
+    ConfigError,
+    TrainConfig,
+    load_config,
+    load_run,
+    lr_factor,
+    train,
+)
 
 SAMPLE_RATE = 16000
 REPO = Path(__file__).resolve().parents[2]
@@ -249,3 +256,54 @@ def test_cosine_schedule_sets_each_epochs_learning_rate(tone_data: Path, tmp_pat
     history = train(config).history
     assert [round(row["lr"], 9) for row in history] == [1e-3, 5e-4]
     assert history[0]["arch_loss"] == 0.0  # warm-up: the search has not started
+
+
+def test_learning_rate_ramps_up_linearly_then_follows_the_epoch_schedule() -> None:
+    config = TrainConfig(data="d", out="o", epochs=4, lr_schedule="cosine", lr_warmup_steps=10)
+    assert lr_factor(config, 1, 0) == pytest.approx(0.1)
+    assert lr_factor(config, 1, 4) == pytest.approx(0.5)
+    assert lr_factor(config, 1, 10) == 1.0
+    assert lr_factor(config, 3, 9) == pytest.approx(0.5)  # cosine at epoch 3 of 4, warmed up
+    assert lr_factor(config, 3, 4) == pytest.approx(0.25)  # a ramp longer than an epoch
+    with pytest.raises(ConfigError, match="lr_warmup_steps"):
+        TrainConfig(data="d", out="o", lr_warmup_steps=-1).validate()
+
+
+def _conv_1_alive(run: Path, root: Path) -> float:
+    """Share of conv_1's outputs above 0 over the windows of a few validation clips."""
+    from sanas.kws.data.audio import read_wav
+    from sanas.kws.features import MFCC
+
+    model, _ = load_run(run, which="last")
+    outputs: list[torch.Tensor] = []
+    hook = model.net.nodes["conv_1"].module.register_forward_hook(
+        lambda module, inputs, output: outputs.append(output)
+    )
+    clips = [root / line for line in (root / "validation_list.txt").read_text().split()[:16]]
+    features = torch.stack([MFCC()(torch.from_numpy(read_wav(clip))) for clip in clips])
+    with torch.no_grad():
+        model(features)
+    hook.remove()
+    return float(torch.cat([o.flatten() for o in outputs]).gt(0).float().mean())
+
+
+@pytest.mark.parametrize(("warmup", "alive"), [(0, False), (300, True)])
+def test_lr_warm_up_keeps_conv_1_alive_where_full_rate_adam_kills_it(
+    speech_commands_root: Path, tmp_path: Path, warmup: int, alive: bool
+) -> None:
+    config = TrainConfig(
+        data=str(speech_commands_root),
+        out=str(tmp_path / "run"),
+        model="static-shortcuts",
+        channels=16,
+        epochs=1,
+        batch_size=32,
+        limit_train=12 * 32,  # 12 steps
+        limit_val=32,
+        lr_warmup_steps=warmup,
+        progress=False,
+        workers=0,
+    )
+    train(config)
+    share = _conv_1_alive(tmp_path / "run", speech_commands_root)
+    assert (share > 0.3) if alive else (share < 0.05)
