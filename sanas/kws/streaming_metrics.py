@@ -373,8 +373,27 @@ def false_alarm_false_reject_curve(
     return points
 
 
+def operating_front(points: Sequence[CurvePoint]) -> list[CurvePoint]:
+    """The thresholds worth operating at: by rising false alarms per hour, each point that
+    rejects fewer keywords than every point with no more false alarms (NaN rates dropped).
+
+    The sweep is not monotone (see :func:`false_alarm_false_reject_curve`), so a line
+    through the thresholds in order zigzags; this front is the curve a user chooses from.
+    """
+    front: list[CurvePoint] = []
+    ordered = sorted(
+        (p for p in points if not math.isnan(p.false_reject_rate)),
+        key=lambda p: (p.false_alarms_per_hour, p.false_reject_rate),
+    )
+    for point in ordered:
+        if not front or point.false_reject_rate < front[-1].false_reject_rate:
+            front.append(point)
+    return front
+
+
 def plot_fa_fr_curve(points_by_model: Mapping[str, Sequence[CurvePoint]], path: str | Path) -> Path:
-    """Draw one FA/h (log x, exact 0 kept via symlog) vs FR % line per model into ``path``."""
+    """Draw each model's :func:`operating_front` as a step line, FA/h (log x, exact 0 kept
+    via symlog) against FR %, over faint markers for every threshold, into ``path``."""
     if not points_by_model:
         raise ValueError("points_by_model is empty: nothing to plot")
     positive = [
@@ -387,13 +406,21 @@ def plot_fa_fr_curve(points_by_model: Mapping[str, Sequence[CurvePoint]], path: 
     axes = figure.add_subplot()
     axes.set_xscale("symlog", linthresh=min(positive, default=1.0))
     for name, points in points_by_model.items():
-        ordered = sorted(points, key=lambda p: p.threshold)
-        axes.plot(
-            [p.false_alarms_per_hour for p in ordered],
-            [100.0 * p.false_reject_rate for p in ordered],
+        front = operating_front(points)
+        (line,) = axes.plot(
+            [p.false_alarms_per_hour for p in front],
+            [100.0 * p.false_reject_rate for p in front],
+            drawstyle="steps-post",
             marker="o",
             markersize=3,
             label=name,
+        )
+        axes.scatter(
+            [p.false_alarms_per_hour for p in points],
+            [100.0 * p.false_reject_rate for p in points],
+            s=6,
+            color=line.get_color(),
+            alpha=0.25,
         )
     axes.set_xlabel("false alarms per hour")
     axes.set_ylabel("false rejects (% of keywords)")

@@ -22,6 +22,7 @@ from sanas.kws.streaming_metrics import (
     evaluate_stream,
     false_alarm_false_reject_curve,
     match_detections,
+    operating_front,
     plot_fa_fr_curve,
 )
 
@@ -282,6 +283,21 @@ def test_suppression_can_make_a_higher_threshold_raise_false_alarms():
         times, posteriors, LABELS, [("yes", 1000.0)], HOUR_MS, thresholds=[0.7, 0.8]
     )
     assert (low.false_alarms_per_hour, high.false_alarms_per_hour) == (0.0, 1.0)
+
+
+def test_operating_front_keeps_the_best_false_reject_rate_per_false_alarm_level():
+    points = [
+        CurvePoint(0.9, 0.0, 0.9),
+        CurvePoint(0.8, 1.0, 0.95),  # more false alarms and more rejects: never worth it
+        CurvePoint(0.7, 0.0, 0.6),  # no false alarm either, fewer rejects
+        CurvePoint(0.5, 2.0, 0.4),
+        CurvePoint(0.3, 3.0, math.nan),
+    ]
+    front = operating_front(points)
+    assert [(p.false_alarms_per_hour, p.false_reject_rate) for p in front] == [
+        (0.0, 0.6),
+        (2.0, 0.4),
+    ]
 
 
 def test_plot_writes_an_image(tmp_path):
