@@ -23,7 +23,7 @@ import torch
 from sanas.kws.data.audio import SAMPLE_RATE, read_wav
 from sanas.kws.data.stream_file import read_stream_labels
 from sanas.kws.sanas_model import KWSModel
-from sanas.kws.streaming import FixedPolicy, StreamingEngine, StreamRun
+from sanas.kws.streaming import FixedPolicy, StreamRun, engine_for_model
 from sanas.kws.streaming_metrics import DetectionConfig, evaluate_stream
 from sanas.supernet.graph import SuperNetwork
 
@@ -87,12 +87,7 @@ def oracle_gating(
     duration_ms = 1000.0 * len(audio) / SAMPLE_RATE
     runs: dict[str, StreamRun] = {}
     for name, used in tiers.items():
-        engine = StreamingEngine(
-            model.net,
-            FixedPolicy(architecture_of(model.net, used)),
-            logit_transform=model.logits,
-            input_transform=model.input_norm,
-        )
+        engine = engine_for_model(model, policy=FixedPolicy(architecture_of(model.net, used)))
         with torch.inference_mode():
             runs[name] = engine.run(audio)
     times = runs[cheap].times_ms

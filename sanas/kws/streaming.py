@@ -175,11 +175,14 @@ def policy_for_model(
     return policy, model.logits
 
 
-def engine_for_model(model: nn.Module, cache: bool = True) -> StreamingEngine:
+def engine_for_model(
+    model: nn.Module, cache: bool = True, policy: ArchitecturePolicy | None = None
+) -> StreamingEngine:
     """A batch-1 :class:`StreamingEngine` that reproduces a trained
     :class:`~sanas.kws.sanas_model.KWSModel` in evaluation: its policy, logit transform
-    and input normalisation."""
-    policy, transform = policy_for_model(model)
+    and input normalisation. ``policy`` replaces the model's own (e.g. a fixed tier)."""
+    own_policy, transform = policy_for_model(model)
+    policy = own_policy if policy is None else policy
     return StreamingEngine(
         model.net,
         policy,
