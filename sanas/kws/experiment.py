@@ -13,7 +13,7 @@ import csv
 import json
 import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,11 +49,16 @@ RECIPE: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One model to train: a name, its family and the TrainConfig fields that differ."""
+    """One model to train: a name, its family and the TrainConfig fields that differ.
+
+    ``start_from``: the name of another spec of the experiment whose trained weights
+    start this run (``TrainConfig.init_from``); this run waits for that one to end.
+    """
 
     name: str
     family: str
     fields: dict[str, Any] = field(default_factory=dict)
+    start_from: str | None = None
 
 
 def default_specs(
@@ -63,12 +68,18 @@ def default_specs(
     sanas_budgets: tuple[float, ...] = (3e6,),
     controller_lr: float | None = None,
     full_network_budgets: tuple[float, ...] = (),
+    search_budgets: tuple[float, ...] = (),
+    search_epochs: int = 8,
 ) -> list[RunSpec]:
     """Static baselines, one constrained BSN, SANAS at several λ (linear penalty) and
     SANAS under constrained budgets, in the order they should start (slowest first).
 
     ``full_network_budgets``: constrained SANAS runs that also train the full network
-    each batch (``train_full_network``). ``arch_lr``: learning rate of the BSN logits;
+    each batch (``train_full_network``). ``search_budgets``: SANAS runs that search the
+    trained static + shortcuts network for ``search_epochs`` (``start_from``): the
+    sandwich of full and cheapest networks keeps both ends trained, and each step's
+    architecture is judged against the full network on the same window (baseline
+    ``full_network``). ``arch_lr``: learning rate of the BSN logits;
     ``controller_lr``: of the SANAS controller (None: as the network's, the reference).
     They differ in kind: a BSN logit is one parameter, while a controller's logit moves
     with every weight of its head.
@@ -94,6 +105,23 @@ def default_specs(
             constrained("sanas", budget, train_full_network=True, **controller),
         )
         for budget in full_network_budgets
+    ]
+    searched = {
+        "train_full_network": True,
+        "train_cheapest_network": True,
+        "options": {**asdict(SANASOptions.improved()), "baseline": "full_network"},
+        "epochs": search_epochs,
+        "warmup_epochs": 0,
+        **controller,
+    }
+    sanas += [
+        RunSpec(
+            f"SANAS ≤{budget / 1e6:g}M searched",
+            "sanas",
+            constrained("sanas", budget, **searched),
+            start_from="+ shortcuts",
+        )
+        for budget in search_budgets
     ]
     return [
         *sanas[:1],
@@ -199,9 +227,10 @@ def run_experiment(
 ) -> list[dict[str, Any]]:
     """Train and evaluate every spec; write ``table.csv``, ``table.json`` and figures in ``out``.
 
-    Runs resume where they stopped (rerun the same call after an interruption). Each run
-    is reported through ``echo`` as it ends; a failed run is reported at once, the others
-    go on, and the call raises at the end naming every failure.
+    Runs resume where they stopped (rerun the same call after an interruption). A run
+    with ``start_from`` starts once that run has ended. Each run is reported through
+    ``echo`` as it ends; a failed run is reported at once, the others go on (not those
+    that start from it), and the call raises at the end naming every failure.
     """
     from sanas.kws.data.speech_commands import SpeechCommands
     from sanas.kws.data.stream_file import generate_streaming_test
@@ -209,6 +238,13 @@ def run_experiment(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     specs = specs or default_specs()
+    names = [spec.name for spec in specs]
+    for spec in specs:
+        if spec.start_from is not None and spec.start_from not in names:
+            raise ValueError(
+                f"run {spec.name!r} starts from {spec.start_from!r}, which is not a run of "
+                f"this experiment ({', '.join(names)})"
+            )
     for folder, split in STREAM_SPLITS.items():
         if not (out / folder / "labels.txt").is_file():
             generate_streaming_test(
@@ -225,26 +261,41 @@ def run_experiment(
         "warmup_epochs": epochs // 5,
         **(base_fields or {}),
     }
-    work = [
-        (spec, {**base, "out": str(out / "runs" / _slug(spec.name))}, str(out)) for spec in specs
-    ]
+
+    def run_dir(name: str) -> str:
+        return str(out / "runs" / _slug(name))
+
+    waiting = list(specs)
     context = multiprocessing.get_context("spawn")
-    rows, failures = [], []
+    rows, failures, ended = [], [], set()
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = {pool.submit(_train_and_evaluate, *item): item[0].name for item in work}
-        for future in as_completed(futures):
-            name = futures[future]
-            try:
-                row = future.result()
-            except Exception as error:  # report now; the other runs go on
-                failures.append(f"{name}: {error}")
-                echo(f"run {name!r} failed: {error}")
-                continue
-            rows.append(row)
-            echo(
-                f"run {name!r} done: Matched {row['matched']:.1f}, Correct {row['correct']:.1f}, "
-                f"{row['macs_per_step'] / 1e6:.2f}M MACs/step, trained {row['train_seconds']:.0f} s"
-            )
+        futures: dict[Future[dict[str, Any]], str] = {}
+        while waiting or futures:
+            for spec in [s for s in waiting if s.start_from is None or s.start_from in ended]:
+                waiting.remove(spec)
+                fields = {**base, "out": run_dir(spec.name)}
+                if spec.start_from is not None:
+                    fields["init_from"] = run_dir(spec.start_from)
+                futures[pool.submit(_train_and_evaluate, spec, fields, str(out))] = spec.name
+            if not futures:  # what still waits starts from a run that failed
+                failures += [f"{s.name}: not run ({s.start_from!r} did not end)" for s in waiting]
+                break
+            done, _ = wait(futures, return_when=FIRST_COMPLETED)
+            for future in done:
+                name = futures.pop(future)
+                try:
+                    row = future.result()
+                except Exception as error:  # report now; the other runs go on
+                    failures.append(f"{name}: {error}")
+                    echo(f"run {name!r} failed: {error}")
+                    continue
+                ended.add(name)
+                rows.append(row)
+                echo(
+                    f"run {name!r} done: Matched {row['matched']:.1f}, "
+                    f"Correct {row['correct']:.1f}, {row['macs_per_step'] / 1e6:.2f}M MACs/step, "
+                    f"trained {row['train_seconds']:.0f} s"
+                )
     if failures:
         raise RuntimeError("experiment runs failed: " + "; ".join(failures))
     rows.sort(key=lambda r: (FAMILIES.index(r["family"]), r["macs_per_step"]))

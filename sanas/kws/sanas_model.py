@@ -50,7 +50,7 @@ from sanas.supernet.graph import SuperNetwork
 
 ModelKind = Literal["static", "static-shortcuts", "bsn", "sanas"]
 MODEL_KINDS: tuple[str, ...] = ("static", "static-shortcuts", "bsn", "sanas")
-BASELINES = ("ema_reference", "ema", "ema_class")
+BASELINES = ("ema_reference", "ema", "ema_class", "full_network")
 FEATURE_TAP = "features"
 
 
@@ -74,6 +74,13 @@ class SANASOptions:
       ``"ema_class"``: the same per class label of the step
       (:class:`GroupedMovingAverageBaseline`): the advantage compares an architecture with
       the usual loss on that class, not with a mix of easy silence and hard keywords.
+      ``"full_network"``: each step is compared with the full network on *the same
+      window* (the all-on logits that ``train_full_network`` computes anyway), plus a
+      per-class moving average of the rest: the advantage becomes "how much worse than
+      the whole network was this architecture here, and was that worth its cost", free
+      of how hard the window itself is. Still unbiased: the all-on network's loss does
+      not depend on the sampled architecture (the self-critical baseline of Rennie et
+      al., 2017, with the full network as the critic). Needs ``train_full_network``.
     - ``gamma``: discount of later steps' costs credited to a step's architecture
       (:func:`returns_to_go`; reference: 0, each step only pays for itself). SANAS only.
     - ``learned_initial_state``: learn the controller's z_0 (reference: fixed at 0).
@@ -82,7 +89,7 @@ class SANASOptions:
     logit_relu: bool = True
     detach_features: bool = False
     log_prob_reduction: Literal["mean", "sum"] = "mean"
-    baseline: Literal["ema_reference", "ema", "ema_class"] = "ema_reference"
+    baseline: Literal["ema_reference", "ema", "ema_class", "full_network"] = "ema_reference"
     gamma: float = 0.0
     learned_initial_state: bool = False
 
@@ -116,7 +123,9 @@ class KWSOutput:
     reduced over nodes per :class:`SANASOptions` (``None`` for static models); ``cost``
     (B, T) float64 MACs of each step's used set; ``probs`` (B, T, S) the node probabilities
     the architectures were drawn from (``None`` for static models); ``full_logits``
-    (B, T, C) the logits with every node on, when asked for (``full_network=True``).
+    (B, T, C) the logits with every node on, when asked for (``full_network=True``);
+    ``cheapest_logits`` (B, T, C) those of the cheapest architecture
+    (``cheapest_network=True``).
     """
 
     logits: Tensor
@@ -125,6 +134,7 @@ class KWSOutput:
     cost: Tensor
     probs: Tensor | None
     full_logits: Tensor | None = None
+    cheapest_logits: Tensor | None = None
 
 
 def frames_for(steps: int) -> int:
@@ -171,6 +181,9 @@ class KWSModel(nn.Module):
         self.cost = MacsCost(net, adds=cost_adds)
         self.num_classes = net.output_shapes[net.output_name][0]
         self.input_norm = FeatureNormalizer(net.input_shape[2])
+        self.register_buffer(
+            "cheapest_architecture", net.cheapest_architecture(self.cost), persistent=False
+        )
 
     def network_parameters(self) -> list[nn.Parameter]:
         """Weights of the super network (trained by backprop, with weight decay)."""
@@ -225,8 +238,17 @@ class KWSModel(nn.Module):
 
     def all_on(self, features: Tensor) -> Tensor:
         """(B, T, N) used sets with every node on, for each window of ``features``."""
+        return self._everywhere(features, None)
+
+    def cheapest(self, features: Tensor) -> Tensor:
+        """(B, T, N) used sets of the cheapest architecture that reaches the output (in →
+        shortcut_0 → features → classifier for cnn-trad-fpool3 + shortcuts)."""
+        return self._everywhere(features, self.cheapest_architecture)
+
+    def _everywhere(self, features: Tensor, architecture: Tensor | None) -> Tensor:
         batch, steps = features.shape[0], cut_windows(features).shape[1]
-        return self.net.used(None, batch * steps).view(batch, steps, -1)
+        used = self.net.used(architecture, batch * steps)
+        return used.to(features.device).view(batch, steps, -1)
 
     def _fixed(
         self,
@@ -251,7 +273,11 @@ class KWSModel(nn.Module):
         return log_prob
 
     def forward(
-        self, features: Tensor, mask: Tensor | None = None, full_network: bool = False
+        self,
+        features: Tensor,
+        mask: Tensor | None = None,
+        full_network: bool = False,
+        cheapest_network: bool = False,
     ) -> KWSOutput:
         """Run every window of (B, frames, 40) raw ``features`` (normalised here by
         ``input_norm``).
@@ -261,13 +287,18 @@ class KWSModel(nn.Module):
         0. Without it every window runs, padding included, as in the reference.
         ``full_network``: also return the logits with every node on, whatever the
         architecture distribution (what training the full network alongside the search
-        uses); both passes share the convolutions, computed once.
+        uses); both passes share the convolutions, computed once. ``cheapest_network``:
+        likewise the logits of the cheapest architecture (the other end of the sandwich).
         """
         features = self.input_norm(features)
         trunks = self.shared_trunks(features, mask)
         output = self.run_normalized(features, mask, trunks)
         if full_network:
             output.full_logits = self.run_windows(features, self.all_on(features), mask, trunks)
+        if cheapest_network:
+            output.cheapest_logits = self.run_windows(
+                features, self.cheapest(features), mask, trunks
+            )
         return output
 
     def run_normalized(
@@ -451,7 +482,7 @@ class SequenceObjective:
         self.options = options or SANASOptions()
         reference = self.options.baseline == "ema_reference"
         self.baseline: MovingAverageBaseline | GroupedMovingAverageBaseline
-        if self.options.baseline == "ema_class":
+        if self.options.baseline in ("ema_class", "full_network"):
             self.baseline = GroupedMovingAverageBaseline(num_classes, decay=0.9)
         else:
             self.baseline = MovingAverageBaseline(decay=0.1 if reference else 0.9)
@@ -481,8 +512,9 @@ class SequenceObjective:
         step_cost = ce.detach() + penalty
         if isinstance(self.baseline, GroupedMovingAverageBaseline):
             classes = labels.clamp_min(0)  # padded steps (IGNORE_INDEX) are masked out
-            baseline = self.baseline.values(classes).to(step_cost.dtype)
-            self.baseline.update(step_cost, classes, mask)
+            critic = self._critic(output, labels, ce)
+            baseline = critic + self.baseline.values(classes).to(step_cost.dtype)
+            self.baseline.update(step_cost - critic, classes, mask)
         elif self.options.baseline == "ema_reference":
             baseline = self.baseline.update(step_cost)  # every step, padded ones included
         else:
@@ -502,6 +534,20 @@ class SequenceObjective:
             lam=float(self.budget.lam),
         )
         return task_loss + arch_loss, stats
+
+    def _critic(self, output: KWSOutput, labels: Tensor, ce: Tensor) -> Tensor:
+        """The per-step part of the baseline: the full network's loss on the same window
+        (baseline ``full_network``), else 0."""
+        if self.options.baseline != "full_network":
+            return torch.zeros_like(ce)
+        if output.full_logits is None:
+            raise ValueError("baseline 'full_network' needs the all-on logits: full_network=True")
+        return F.cross_entropy(
+            output.full_logits.detach().flatten(0, 1),
+            labels.flatten(),
+            ignore_index=IGNORE_INDEX,
+            reduction="none",
+        ).view(labels.shape)
 
     def state_dict(self) -> dict[str, object]:
         """Baseline and budget state, for checkpoints."""

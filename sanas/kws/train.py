@@ -77,7 +77,15 @@ NORMALIZER_SEQUENCES = 256  # training sequences the input normaliser is fitted 
 # and device may still change float rounding).
 RESUMABLE_CHANGES = frozenset({"epochs", "device", "progress", "workers", "threads"})
 SEARCH_FIELDS = frozenset(
-    {"lam", "budget", "budget_mode", "arch_lr", "warmup_epochs", "train_full_network"}
+    {
+        "lam",
+        "budget",
+        "budget_mode",
+        "arch_lr",
+        "warmup_epochs",
+        "train_full_network",
+        "train_cheapest_network",
+    }
 )
 
 
@@ -119,7 +127,15 @@ class TrainConfig:
     ``train_full_network`` (BSN, SANAS): each batch also trains the network with every
     node on (the "sandwich rule" of slimmable networks): paths the search switches off
     keep learning, so the search keeps comparing trained architectures (costs a second
-    forward and backward per batch).
+    forward and backward per batch). ``train_cheapest_network`` (BSN, SANAS): likewise the
+    cheapest architecture (the sandwich's other end, in → shortcut_0 → classifier): the path
+    a budget pushes silence onto is then a trained classifier from the first search step,
+    not only once the controller has learned to pick it (costs little: no convolution).
+    ``init_from``: a run folder whose best weights (super network and input normaliser)
+    start this run; the architecture distribution starts fresh. Searching a super network
+    that was first trained whole is the usual one-shot NAS recipe: the search then
+    compares trained paths from its first step instead of paths it is still disrupting.
+    Only a fresh run reads it (a resumed run has its own weights).
     """
 
     data: str = ""
@@ -150,6 +166,8 @@ class TrainConfig:
     lr_warmup_steps: int = 0
     warmup_epochs: int = 0
     train_full_network: bool = False
+    train_cheapest_network: bool = False
+    init_from: str | None = None
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
     options: SANASOptions = field(default_factory=SANASOptions)
 
@@ -189,6 +207,12 @@ class TrainConfig:
             ("train_full_network", self.train_full_network,
              not self.train_full_network or self.model in ("bsn", "sanas"),
              "needs a searched model (bsn or sanas)"),
+            ("train_cheapest_network", self.train_cheapest_network,
+             not self.train_cheapest_network or self.model in ("bsn", "sanas"),
+             "needs a searched model (bsn or sanas)"),
+            ("options.baseline", self.options.baseline,
+             self.options.baseline != "full_network" or self.train_full_network,
+             "'full_network' needs train_full_network (it reads the all-on logits)"),
             ("options.gamma", self.options.gamma, self.model == "sanas" or not self.options.gamma,
              "must be 0 unless model is sanas (only a controller acts on later steps)"),
         ]  # fmt: skip
@@ -412,6 +436,32 @@ def _fit_normalizer(model: KWSModel, train_set: SequenceDataset) -> None:
     model.input_norm.fit([train_set[i].features for i in range(count)])
 
 
+def _initialize_from(model: KWSModel, config: TrainConfig) -> None:
+    """Copy the super network and input normaliser of run ``config.init_from`` (its best
+    epoch) into ``model``; raise :class:`ConfigError` when the run is missing or its
+    network differs."""
+    source_dir = Path(config.init_from or "")
+    try:
+        source, _ = load_run(source_dir)
+    except (FileNotFoundError, ConfigError) as error:
+        raise ConfigError(f"config field 'init_from': {error}") from None
+    theirs = source.net.state_dict()
+    ours = model.net.state_dict()
+    mismatched = sorted(
+        name
+        for name in set(theirs) | set(ours)
+        if name not in theirs or name not in ours or theirs[name].shape != ours[name].shape
+    )
+    if mismatched:
+        raise ConfigError(
+            f"config field 'init_from': {source_dir} holds another super network "
+            f"(differs in {', '.join(mismatched[:4])}{' …' if len(mismatched) > 4 else ''}); "
+            "it must have the same model graph, channels and task"
+        )
+    model.net.load_state_dict(theirs)
+    model.input_norm.load_state_dict(source.input_norm.state_dict())
+
+
 # ------------------------------------------------------------------------- statistics
 class _Tally:
     """Running sums over the real steps of an epoch: loss, accuracy, MACs per step and class."""
@@ -625,7 +675,9 @@ def _train(config: TrainConfig) -> RunResult:
     train_set, val_set, labels = _datasets(config)
     model = _make_model(config, len(labels))
     resuming = checkpoint_path.is_file()
-    if config.normalize_features and not resuming:  # a checkpoint holds the statistics
+    if config.init_from and not resuming:  # a checkpoint holds its own weights
+        _initialize_from(model, config)
+    elif config.normalize_features and not resuming:  # a checkpoint holds the statistics
         _fit_normalizer(model, train_set)
     model = model.to(device)
     optimizer = _optimizer(model, config)
@@ -725,12 +777,17 @@ def _train_epoch(
         _set_lr(optimizer, lr_factor(config, epoch, first_step + index))
         batch = batch.to(device)
         mask = None if padded else batch.mask
-        # train_full_network (validated: only for bsn and sanas) reuses the convolutions
-        out = model(batch.features, mask, full_network=config.train_full_network)
+        # the sandwich passes (validated: only for bsn and sanas) reuse the convolutions
+        out = model(
+            batch.features,
+            mask,
+            full_network=config.train_full_network,
+            cheapest_network=config.train_cheapest_network,
+        )
         loss, stats = objective(out, batch.labels, batch.mask, search=search)
-        if out.full_logits is not None:
-            full = out.full_logits[batch.mask]
-            loss = loss + F.cross_entropy(full, batch.labels[batch.mask])
+        for extra in (out.full_logits, out.cheapest_logits):
+            if extra is not None:
+                loss = loss + F.cross_entropy(extra[batch.mask], batch.labels[batch.mask])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -12,7 +12,7 @@ mismatches found by a dry run), each error naming the node at fault.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -284,6 +284,22 @@ class SuperNetwork(nn.Module):
         best = max(candidates, key=lambda i: (float(mass[i]), -int(sets[i].sum())))
         members = (group == best).nonzero().squeeze(1)
         return architectures[members[log_p[members].argmax()]]
+
+    def cheapest_architecture(self, cost: Callable[[Tensor], Tensor]) -> Tensor:
+        """The architecture, (S,) {0,1}, whose used set reaches the output at the lowest
+        ``cost`` (a map from (batch, num_nodes) used sets to (batch,) costs): the "smallest
+        network" that training can keep in shape beside the sampled ones. Exact by
+        enumeration (small graphs); ties go to the set with fewer nodes, then the first."""
+        architectures = self.all_architectures()
+        used = self.used(architectures, len(architectures))
+        reaches = used[:, self.index[self.output_name]]
+        if not reaches.any():
+            raise GraphError("no architecture reaches the output")
+        costs = cost(used).double()
+        key = torch.where(reaches, costs, torch.inf)
+        cheapest = key == key.min()
+        sizes = torch.where(cheapest, used.sum(-1), used.shape[1] + 1)
+        return architectures[int(sizes.argmin())]
 
     def used_names(self, used_row: Tensor) -> frozenset[str]:
         """Names of the used nodes of one architecture (a row of :meth:`used`)."""

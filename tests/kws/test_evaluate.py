@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from sanas.cli import app
@@ -14,9 +15,10 @@ from sanas.kws.experiment import RunSpec, format_table, run_experiment, target_v
 def test_experiment_trains_evaluates_and_writes_table_and_figures(
     tone_data: Path, tmp_path: Path
 ) -> None:
-    specs = [
+    searched = {"train_full_network": True, "train_cheapest_network": True}
+    specs = [  # SANAS searches the trained static network: it must wait for that run
+        RunSpec("SANAS", "sanas", {"model": "sanas", "lam": 1e-7, **searched}, "static"),
         RunSpec("static", "static", {"model": "static-shortcuts"}),
-        RunSpec("SANAS", "sanas", {"model": "sanas", "lam": 1e-7}),
     ]
     rows = run_experiment(
         tone_data,
@@ -29,6 +31,8 @@ def test_experiment_trains_evaluates_and_writes_table_and_figures(
         base_fields={"batch_size": 8, "workers": 0},
     )
     assert [r["model"] for r in rows] == ["static", "SANAS"]
+    config = json.loads(Path(rows[1]["run"], "config.json").read_text())
+    assert config["init_from"] == rows[0]["run"]
     for row in rows:
         assert 0 <= row["correct"] <= row["matched"] <= 100
         assert 0 <= row["val_correct"] <= row["val_matched"] <= 100
@@ -113,3 +117,9 @@ def test_the_target_point_is_chosen_on_validation_and_judged_on_test() -> None:
     assert target_verdict([base, best_on_test, best_on_val]).startswith("target met: SANAS b")
     assert target_verdict([base, too_costly]) is None
     assert target_verdict([best_on_val]) is None
+
+
+def test_a_run_cannot_start_from_a_run_the_experiment_lacks(tmp_path: Path) -> None:
+    specs = [RunSpec("SANAS", "sanas", {"model": "sanas"}, start_from="+ shortcuts")]
+    with pytest.raises(ValueError, match="starts from '\\+ shortcuts', which is not a run"):
+        run_experiment(tmp_path / "data", tmp_path / "out", specs)

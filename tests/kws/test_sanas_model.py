@@ -325,3 +325,39 @@ def test_the_full_network_pass_shares_the_convolutions_and_their_gradients() -> 
     assert torch.allclose(shared.full_logits, separate_full, atol=1e-6)
     for a, b in zip(together, separate, strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_cheapest_network_logits_are_those_of_the_cheapest_path() -> None:
+    model = small("sanas").eval()
+    features = torch.randn(2, FRAMES, 40)
+    output = model(features, cheapest_network=True)
+    cheap = model.cheapest(features)
+    assert model.net.used_names(cheap[0, 0]) == {"in", "shortcut_0", "features", "classifier"}
+    assert float(model.step_costs(cheap)[0, 0]) == 519_168  # the paper's, at any width
+    expected = model.run_windows(model.input_norm(features), cheap)
+    assert torch.allclose(output.cheapest_logits, expected, atol=1e-6)
+    assert model(features).cheapest_logits is None
+
+
+def test_full_network_baseline_judges_each_step_against_the_full_network_there() -> None:
+    # Step 0 is hard for every network (full: Δ ≈ 4.5), step 1 easy; the sampled
+    # architecture matches the full network on step 0 and is worse on step 1.
+    labels = torch.zeros(1, 2, dtype=torch.long)
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    full = torch.tensor([[[-2.0, 2.5, 0.0], [5.0, 0.0, 0.0]]])
+    sampled = torch.tensor([[[-2.0, 2.5, 0.0], [0.0, 0.0, 0.0]]])
+    objective = SequenceObjective(
+        make_budget("linear", 0.0), SANASOptions(baseline="full_network"), num_classes=3
+    )
+    log_prob = torch.zeros(1, 2, requires_grad=True)
+    used = torch.ones(1, 2, 4, dtype=torch.bool)
+    output = KWSOutput(sampled, used, log_prob, torch.zeros(1, 2).double(), None, full)
+    objective(output, labels, mask).__getitem__(0).backward()
+    # No moving average yet: the advantage is exactly the loss above the full network's.
+    gap = torch.nn.functional.cross_entropy(sampled[0], labels[0], reduction="none")
+    gap -= torch.nn.functional.cross_entropy(full[0], labels[0], reduction="none")
+    assert torch.allclose(log_prob.grad[0], gap / 2, atol=1e-6)
+    assert abs(float(log_prob.grad[0, 0])) < 1e-6 < float(log_prob.grad[0, 1])
+    output.full_logits = None
+    with pytest.raises(ValueError, match="full_network=True"):
+        objective(output, labels, mask)

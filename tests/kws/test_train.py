@@ -117,6 +117,8 @@ def test_config_file_round_trip(tmp_path: Path) -> None:
         ({"budget_mode": "hinge"}, "'budget' must be > 0 with budget_mode 'hinge'"),
         ({"model": "bsn", "options": {"gamma": 0.5}}, "'options.gamma'"),
         ({"options": {"baseline": "batch"}}, "'options.baseline' must be one of"),
+        ({"options": {"baseline": "full_network"}}, "'full_network' needs train_full_network"),
+        ({"model": "static", "train_cheapest_network": True}, "'train_cheapest_network' needs"),
         ({"sequence": {"lengths_s": []}}, "'sequence.lengths_s' must be a non-empty list"),
         ({"data": ""}, "'data' is required"),
         ({"limit_train": 0}, "'limit_train' must be >= 1"),
@@ -307,3 +309,27 @@ def test_lr_warm_up_keeps_conv_1_alive_where_full_rate_adam_kills_it(
     train(config)
     share = _conv_1_alive(tmp_path / "run", speech_commands_root)
     assert (share > 0.3) if alive else (share < 0.05)
+
+
+def test_init_from_starts_a_search_from_a_trained_network(tone_data: Path, tmp_path: Path) -> None:
+    train(tiny(tone_data, tmp_path / "static", model="static-shortcuts", epochs=1))
+    source, _ = load_run(tmp_path / "static")
+    searched = tiny(
+        tone_data,
+        tmp_path / "sanas",
+        epochs=1,
+        lr=1e-12,  # the weights barely move: what the run holds is what it started from
+        init_from=str(tmp_path / "static"),
+        train_full_network=True,
+        train_cheapest_network=True,
+        options={"baseline": "full_network"},
+    )
+    train(searched)
+    model, _ = load_run(tmp_path / "sanas", which="last")
+    for name, weight in source.net.state_dict().items():
+        assert torch.allclose(model.net.state_dict()[name], weight, atol=1e-6), name
+    assert torch.equal(model.input_norm.mean, source.input_norm.mean)
+    with pytest.raises(ConfigError, match=r"'init_from'.*another super network"):
+        train(tiny(tone_data, tmp_path / "wide", channels=3, init_from=str(tmp_path / "static")))
+    with pytest.raises(ConfigError, match=r"'init_from'.*no config\.json"):
+        train(tiny(tone_data, tmp_path / "lost", init_from=str(tmp_path / "nowhere")))

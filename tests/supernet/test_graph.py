@@ -135,3 +135,15 @@ def test_most_probable_used_set_can_be_smaller_than_thresholding_each_node() -> 
     used = net.used(net.most_probable_architecture(probs).unsqueeze(0))[0]
     assert used[net.index["classifier"]]
     assert used.sum() < net.num_nodes
+
+
+def test_cheapest_architecture_is_the_cheapest_used_set_that_reaches_the_output() -> None:
+    net = diamond()
+    charged = {"a": 5.0, "b": 2.0, "d": 100.0}  # every other node free
+
+    def cost(used: torch.Tensor) -> torch.Tensor:
+        table = torch.tensor([charged.get(name, 0.0) for name in net.order], dtype=torch.float64)
+        return used.double() @ table
+
+    names = net.used_names(net.used(net.cheapest_architecture(cost))[0])
+    assert names == {"in", "b", "c", "e", "out"}  # b, not a; c, not the costly d
