@@ -12,7 +12,8 @@ fixed validation sequences, and write everything a run needs into its folder::
                                 RNG states, history), written atomically every epoch
     front/epoch-NNNN.pt         weights of each epoch on the validation cost/accuracy front
     pareto.json                 that front: (MACs per step, accuracy) points not dominated
-    best.pt                     the most accurate epoch on the validation set
+    best.pt                     the most accurate epoch on the validation set (of a budgeted
+                                search: the most accurate that holds its budget)
 
 Rerunning the same command on the same folder resumes from ``checkpoint.pt`` (after a
 crash or SIGKILL) and ends with exactly the result of an uninterrupted run: the data
@@ -592,9 +593,17 @@ def _update_front(front: list[dict[str, Any]], point: dict[str, Any]) -> list[di
     return sorted([*survivors, point], key=lambda p: p["val_macs_per_step"])
 
 
-def _best_epoch(history: list[dict[str, Any]]) -> int:
-    """Model selection: highest validation accuracy, then fewest MACs, then earliest."""
-    best = min(history, key=lambda r: (-r["val_accuracy"], r["val_macs_per_step"], r["epoch"]))
+def best_epoch(history: list[dict[str, Any]], budget: float | None = None) -> int:
+    """Model selection: highest validation accuracy, then fewest MACs, then earliest.
+
+    With a ``budget`` (MACs per step) only the epochs whose validation MACs per step
+    hold it compete (when none does, the cheapest does): a budgeted search is judged
+    by what it delivers within its budget, not by an early epoch that was still over it.
+    """
+    within = [r for r in history if budget is None or r["val_macs_per_step"] <= budget]
+    if not within:
+        within = [min(history, key=lambda r: (r["val_macs_per_step"], -r["val_accuracy"]))]
+    best = min(within, key=lambda r: (-r["val_accuracy"], r["val_macs_per_step"], r["epoch"]))
     return int(best["epoch"])
 
 
@@ -643,6 +652,12 @@ def _check_resumable(run_dir: Path, config: TrainConfig) -> None:
             f"({', '.join(f'{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in changed)}); "
             "use another --out, or the same configuration to resume"
         )
+
+
+def _selection_budget(config: TrainConfig) -> float | None:
+    """The budget the best epoch must hold: that of a hinge or constrained search."""
+    searched = config.model in ("bsn", "sanas") and config.budget_mode != "linear"
+    return config.budget if searched else None
 
 
 # ----------------------------------------------------------------------------- train
@@ -723,7 +738,7 @@ def _train(config: TrainConfig) -> RunResult:
                     {"model": model.state_dict(), "epoch": epoch}, run_dir / point["checkpoint"]
                 )
             state.front = front
-            state.best_epoch = _best_epoch(state.history)
+            state.best_epoch = best_epoch(state.history, _selection_budget(config))
             _atomic_save(
                 {
                     "model": model.state_dict(),
@@ -832,6 +847,7 @@ __all__ = [
     "ConfigError",
     "RunResult",
     "TrainConfig",
+    "best_epoch",
     "evaluate",
     "load_config",
     "load_run",

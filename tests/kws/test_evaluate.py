@@ -43,6 +43,13 @@ def test_experiment_trains_evaluates_and_writes_table_and_figures(
     for name in ("table.csv", "table.json", "table.txt", *figures):
         assert (tmp_path / name).stat().st_size > 0
     assert "Matched" in format_table(rows)
+    scored = Path(rows[1]["run"], "stream_eval.json").stat().st_mtime_ns
+    again = run_experiment(  # finished runs: nothing is trained or scored again
+        tone_data, tmp_path, specs, epochs=1, channels=2, minutes=0.5, jobs=1,
+        base_fields={"batch_size": 8, "workers": 0},
+    )  # fmt: skip
+    assert again == rows
+    assert Path(rows[1]["run"], "stream_eval.json").stat().st_mtime_ns == scored
 
     run = rows[1]["run"]
     stream = tmp_path / "stream"

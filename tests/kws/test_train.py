@@ -21,6 +21,7 @@ from sanas.kws.sanas_model import SANASKWS
 from sanas.kws.train import (
     ConfigError,
     TrainConfig,
+    best_epoch,
     load_config,
     load_run,
     lr_factor,
@@ -333,3 +334,16 @@ def test_init_from_starts_a_search_from_a_trained_network(tone_data: Path, tmp_p
         train(tiny(tone_data, tmp_path / "wide", channels=3, init_from=str(tmp_path / "static")))
     with pytest.raises(ConfigError, match=r"'init_from'.*no config\.json"):
         train(tiny(tone_data, tmp_path / "lost", init_from=str(tmp_path / "nowhere")))
+
+
+def test_a_budgeted_search_is_judged_by_its_best_epoch_within_the_budget() -> None:
+    history = [
+        {"epoch": 1, "val_accuracy": 0.9, "val_macs_per_step": 9e6},  # still over the budget
+        {"epoch": 2, "val_accuracy": 0.7, "val_macs_per_step": 3e6},
+        {"epoch": 3, "val_accuracy": 0.8, "val_macs_per_step": 4e6},
+        {"epoch": 4, "val_accuracy": 0.8, "val_macs_per_step": 3.5e6},
+    ]
+    assert best_epoch(history) == 1
+    assert best_epoch(history, budget=4e6) == 4  # as accurate as 3, and cheaper
+    assert best_epoch(history, budget=3.2e6) == 2
+    assert best_epoch(history, budget=1e6) == 2  # none holds it: the cheapest
