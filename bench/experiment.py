@@ -41,6 +41,14 @@ def main() -> None:
         default="",
         help="constrained SANAS runs that also train the full network each batch",
     )
+    parser.add_argument(
+        "--search-budgets",
+        default="",
+        help="SANAS runs that search the trained + shortcuts network under these budgets",
+    )
+    parser.add_argument(
+        "--search-epochs", type=int, default=8, help="epochs of each --search-budgets run"
+    )
     parser.add_argument("--bsn-budget", type=float, default=3e6)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--arch-lr", type=float, default=1e-2, help="lr of the BSN logits")
@@ -51,11 +59,19 @@ def main() -> None:
     lams = tuple(float(v) for v in args.lambdas.split(",") if v)
     budgets = tuple(float(v) for v in args.sanas_budgets.split(",") if v)
     full_budgets = tuple(float(v) for v in args.full_network_budgets.split(",") if v)
+    search_budgets = tuple(float(v) for v in args.search_budgets.split(",") if v)
     rows = run_experiment(
         args.data,
         args.out,
         default_specs(
-            lams, args.bsn_budget, args.arch_lr, budgets, args.controller_lr, full_budgets
+            lams,
+            args.bsn_budget,
+            args.arch_lr,
+            budgets,
+            args.controller_lr,
+            full_budgets,
+            search_budgets,
+            args.search_epochs,
         ),
         epochs=args.epochs,
         channels=args.channels,

@@ -66,6 +66,12 @@ def train_command(
     progress: Annotated[
         bool | None, typer.Option("--progress/--no-progress", help="Show progress bars.")
     ] = None,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run folder whose best weights start this run (search a trained network)."
+        ),
+    ] = None,
 ) -> None:
     """Train a keyword-spotting model on streaming sequences.
 
@@ -87,15 +93,23 @@ def train_command(
 
         sanas train --config sanas.yaml --lambda 1e-9 --out runs/sanas-1e-9
 
+        sanas train --config search.yaml --init-from runs/static-shortcuts
+        --budget-mode constrained --budget 4e6 --epochs 8 --out runs/search-4M
+
+    A budgeted run's best.pt is its most accurate epoch within the budget.
+
     A config file (YAML or JSON) holds TrainConfig fields: data, out, model,
     lam, budget, budget_mode, epochs, batch_size, lr, arch_lr, lr_schedule
     (constant or cosine), lr_warmup_steps (a linear ramp of the learning
     rate: keeps conv_1 alive), warmup_epochs (network-only epochs before the
-    search), train_full_network (also train the all-on network each batch),
-    normalize_features, weight_decay, seed, channels, dropout,
+    search), train_full_network and train_cheapest_network (also train the
+    all-on and the cheapest network each batch: the sandwich), init_from
+    (a run whose weights start this one), normalize_features, weight_decay, seed, channels, dropout,
     shared_convs, device, threads, workers, sequence (lengths_s, multi_word,
     max_words, background_probability, ...) and options (logit_relu,
-    detach_features, log_prob_reduction, baseline, gamma,
+    detach_features, log_prob_reduction, baseline (ema_reference, ema,
+    ema_class, full_network: each step judged against the all-on network on
+    the same window), gamma,
     learned_initial_state). Flags given on the command line win. The recipe
     of the Table 1 experiment: sanas.kws.experiment.RECIPE.
     """
@@ -116,6 +130,7 @@ def train_command(
         "shared_convs": shared_convs,
         "device": device,
         "progress": progress,
+        "init_from": str(init_from) if init_from is not None else None,
     }
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
