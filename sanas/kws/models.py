@@ -32,12 +32,14 @@ def cnn_trad_fpool3(
     dropout: float = 0.0,
     input_shape: tuple[int, int, int] = INPUT_SHAPE,
     channels: int = 64,
+    fixed_bottlenecks: bool = False,
 ) -> SuperNetwork:
     """cnn-trad-fpool3 (Sainath & Parada 2015) as a super network, optionally with shortcuts.
 
     Every node, the input included, is stochastic, as in SANAS; static models simply run
-    with every node on. ``channels`` (64 in the paper) gives a narrower profile for
-    CPU-bound experiments; the paper's figures need the default.
+    with every node on. ``fixed_bottlenecks``: in, features and classifier, which every
+    path crosses, are always on instead. ``channels`` (64 in the paper) gives a narrower
+    profile for CPU-bound experiments; the paper's figures need the default.
     """
     _, frames, coefficients = input_shape
     conv0_frames, conv0_bins = frames - 19, (coefficients - 7) // 3
@@ -79,6 +81,7 @@ def cnn_trad_fpool3(
         output="classifier",
         feature_outputs=("features",),
         input_stochastic=True,
+        fixed_bottlenecks=fixed_bottlenecks,
     )
 
 

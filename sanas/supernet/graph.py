@@ -13,7 +13,7 @@ mismatches found by a dry run), each error naming the node at fault.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
@@ -81,6 +81,7 @@ class SuperNetwork(nn.Module):
         output: str,
         feature_outputs: Sequence[str] = (),
         input_stochastic: bool = False,
+        fixed_bottlenecks: bool = False,
     ) -> None:
         super().__init__()
         node_list = [Node(input_name, (), None, "sum", input_stochastic), *nodes]
@@ -105,6 +106,9 @@ class SuperNetwork(nn.Module):
                 successors[p].append(i)
         self.successors: tuple[tuple[int, ...], ...] = tuple(tuple(s) for s in successors)
         self._check_connected()
+        if fixed_bottlenecks:  # switching one off switches the network off: not a choice
+            for name in self.bottleneck_names():
+                self.nodes[name] = replace(self.nodes[name], stochastic=False)
         self.stochastic_names: tuple[str, ...] = tuple(
             name for name in self.order if self.nodes[name].stochastic
         )
@@ -196,6 +200,21 @@ class SuperNetwork(nn.Module):
         finally:
             self.train(was_training)
         return {name: tuple(t.shape[1:]) for name, t in outputs.items()}
+
+    def bottleneck_names(self) -> tuple[str, ...]:
+        """Nodes that every path from the input to the output passes through (the input
+        and output included), in topological order. With one of them off nothing reaches
+        the output: a search that may switch them off mostly learns not to."""
+        names = []
+        for cut in self.order:
+            reached: set[str] = set()
+            for name in self.order:
+                inputs = self.nodes[name].inputs_tuple
+                if name != cut and (name == self.input_name or reached.intersection(inputs)):
+                    reached.add(name)
+            if self.output_name not in reached:
+                names.append(cut)
+        return tuple(names)
 
     # --------------------------------------------------------------- architectures
     @property

@@ -249,6 +249,11 @@ def test_improved_options_turn_every_quirk_off() -> None:
     assert (reference.log_prob_reduction, improved.log_prob_reduction) == ("mean", "sum")
     assert (reference.baseline, improved.baseline) == ("ema_reference", "ema_class")
     assert not reference.learned_initial_state and improved.learned_initial_state
+    assert reference.search_bottlenecks and not improved.search_bottlenecks
+    searched = small("sanas", options=improved).net
+    assert small("sanas").net.num_stochastic == 11  # the reference: every node
+    assert set(searched.stochastic_names).isdisjoint({"in", "features", "classifier"})
+    assert searched.num_stochastic == 8
 
 
 @pytest.mark.parametrize("kind", KINDS)

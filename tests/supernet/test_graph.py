@@ -147,3 +147,14 @@ def test_cheapest_architecture_is_the_cheapest_used_set_that_reaches_the_output(
 
     names = net.used_names(net.used(net.cheapest_architecture(cost))[0])
     assert names == {"in", "b", "c", "e", "out"}  # b, not a; c, not the costly d
+
+
+def test_bottlenecks_are_the_nodes_every_path_crosses_and_can_be_fixed_on() -> None:
+    net = diamond()
+    assert net.bottleneck_names() == ("in", "e", "out")
+    nodes = [net.nodes[name] for name in net.order if name != "in"]
+    fixed = SuperNetwork("in", (6,), nodes, output="out", fixed_bottlenecks=True)
+    assert fixed.stochastic_names == ("a", "b", "c", "d")
+    assert net.stochastic_names == ("a", "b", "c", "d", "e", "out")  # the nodes are not changed
+    everything_off = torch.zeros(1, 4)
+    assert fixed.used_names(fixed.used(everything_off)[0]) == set()  # on, but nothing reaches
