@@ -106,12 +106,16 @@ def default_specs(
         )
         for budget in full_network_budgets
     ]
+    # The network is trained already: no network-only epochs, and a short learning-rate
+    # ramp (50 steps, for Adam's fresh moments) instead of the 300 steps that keep a new
+    # conv_1 alive, which would hold the controller's rate down for half of the search.
     searched = {
         "train_full_network": True,
         "train_cheapest_network": True,
         "options": {**asdict(SANASOptions.improved()), "baseline": "full_network"},
         "epochs": search_epochs,
         "warmup_epochs": 0,
+        "lr_warmup_steps": 50,
         **controller,
     }
     sanas += [
