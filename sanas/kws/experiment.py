@@ -70,16 +70,19 @@ def default_specs(
     full_network_budgets: tuple[float, ...] = (),
     search_budgets: tuple[float, ...] = (),
     search_epochs: int = 8,
+    search_holdout: float = 0.1,
 ) -> list[RunSpec]:
     """Static baselines, one constrained BSN, SANAS at several λ (linear penalty) and
     SANAS under constrained budgets, in the order they should start (slowest first).
 
     ``full_network_budgets``: constrained SANAS runs that also train the full network
-    each batch (``train_full_network``). ``search_budgets``: SANAS runs that search the
+    each batch (``train_full_network``). ``search_budgets``: SANAS runs that search a
     trained static + shortcuts network for ``search_epochs`` (``start_from``): the
-    sandwich of full and cheapest networks keeps both ends trained, and each step's
+    sandwich of full and cheapest networks keeps both ends trained, each step's
     architecture is judged against the full network on the same window (baseline
-    ``full_network``). ``arch_lr``: learning rate of the BSN logits;
+    ``full_network``), and the judging uses only the ``search_holdout`` share of the
+    training speakers, which that network (a static run of its own, "+ shortcuts, search
+    split") never trained on. ``arch_lr``: learning rate of the BSN logits;
     ``controller_lr``: of the SANAS controller (None: as the network's, the reference).
     They differ in kind: a BSN logit is one parameter, while a controller's logit moves
     with every weight of its head.
@@ -116,18 +119,24 @@ def default_specs(
         "epochs": search_epochs,
         "warmup_epochs": 0,
         "lr_warmup_steps": 50,
+        "search_holdout": search_holdout,
         **controller,
     }
+    split = "+ shortcuts, search split"
     sanas += [
         RunSpec(
             f"SANAS ≤{budget / 1e6:g}M searched",
             "sanas",
             constrained("sanas", budget, **searched),
-            start_from="+ shortcuts",
+            start_from=split,
         )
         for budget in search_budgets
     ]
+    pretrained = [
+        RunSpec(split, "static", {"model": "static-shortcuts", "search_holdout": search_holdout})
+    ]
     return [
+        *pretrained[: bool(search_budgets)],
         *sanas[:1],
         RunSpec("+ shortcuts", "static", {"model": "static-shortcuts"}),
         *sanas[1:],

@@ -502,12 +502,21 @@ class SequenceObjective:
             self.baseline = MovingAverageBaseline(decay=0.1 if reference else 0.9)
 
     def __call__(
-        self, output: KWSOutput, labels: Tensor, mask: Tensor, search: bool = True
+        self,
+        output: KWSOutput,
+        labels: Tensor,
+        mask: Tensor,
+        search: bool = True,
+        teaches: Literal["both", "network", "architecture"] = "both",
     ) -> tuple[Tensor, ObjectiveStats]:
         """The loss to backpropagate and the step's statistics.
 
         ``search=False`` (warm-up) trains the network only: no REINFORCE term, and the
         budget's λ does not move; the baseline still follows the step costs.
+        ``teaches``: ``"network"`` returns the task loss alone and leaves the baseline
+        and budget untouched; ``"architecture"`` returns the REINFORCE term alone (a
+        batch held out from the network's training, whose losses measure how each
+        architecture generalises); ``"both"``: their sum.
         """
         ce = F.cross_entropy(
             output.logits.flatten(0, 1),
@@ -518,7 +527,7 @@ class SequenceObjective:
         valid = mask.sum().clamp_min(1)
         task_loss = ce.sum() / valid
         mean_cost = float(output.cost[mask].mean()) if mask.any() else 0.0
-        if output.log_prob is None:
+        if output.log_prob is None or teaches == "network":
             return task_loss, ObjectiveStats(
                 float(task_loss.detach()), 0.0, mean_cost, 0.0, 0.0, 0.0
             )
@@ -547,7 +556,7 @@ class SequenceObjective:
             baseline=float(baseline[mask].mean()) if torch.is_tensor(baseline) else baseline,
             lam=float(self.budget.lam),
         )
-        return task_loss + arch_loss, stats
+        return (arch_loss if teaches == "architecture" else task_loss + arch_loss), stats
 
     def _critic(self, output: KWSOutput, labels: Tensor, ce: Tensor) -> Tensor:
         """The per-step part of the baseline: the full network's loss on the same window

@@ -366,3 +366,26 @@ def test_full_network_baseline_judges_each_step_against_the_full_network_there()
     output.full_logits = None
     with pytest.raises(ValueError, match="full_network=True"):
         objective(output, labels, mask)
+
+
+def test_a_batch_can_teach_the_network_alone_or_the_architecture_alone() -> None:
+    model = small("sanas", options=SANASOptions.improved())
+    objective = SequenceObjective(make_budget("constrained", budget=1e5), SANASOptions.improved())
+    features, labels = torch.randn(2, FRAMES, 40), torch.randint(0, 12, (2, STEPS))
+    mask = torch.ones(2, STEPS, dtype=torch.bool)
+
+    def taught(teaches: str) -> tuple[bool, bool]:
+        model.zero_grad()
+        loss, _ = objective(model.train()(features, mask), labels, mask, teaches=teaches)
+        loss.backward()
+
+        def moved(params: list[torch.nn.Parameter]) -> bool:
+            return any(p.grad is not None and p.grad.any() for p in params)
+
+        return moved(model.network_parameters()), moved(model.architecture_parameters())
+
+    assert taught("network") == (True, False)
+    assert objective.budget.lam == 0.0 and objective.baseline.values(labels).abs().sum() == 0
+    assert taught("architecture") == (False, True)  # features detached: the net is untouched
+    assert objective.budget.lam > 0  # the architecture's batch moves the budget
+    assert taught("both") == (True, True)

@@ -19,6 +19,7 @@ from sanas.kws.data.speech_commands import (
     DatasetError,
     Example,
     SpeechCommands,
+    hold_out_speakers,
     kws_task,
     labels_12,
     make_examples,
@@ -262,3 +263,19 @@ def test_make_examples_35_labels_every_clip_by_its_word(real: SpeechCommands) ->
     assert len(clips) == 227
     assert all(task.labels[e.label] == e.path.parent.name for e in clips if e.path)
     assert Example(None, 0) in examples
+
+
+def test_held_out_speakers_are_disjoint_from_the_kept_ones(real: SpeechCommands) -> None:
+    examples = make_examples(real, "training", "12", seed=0)
+    kept, held = hold_out_speakers(examples, 0.15)
+    assert sorted(map(id, kept + held)) == sorted(map(id, examples))
+    kept_speakers = {speaker_of(e.path) for e in kept if e.path is not None}
+    held_speakers = {speaker_of(e.path) for e in held if e.path is not None}
+    assert kept_speakers.isdisjoint(held_speakers)
+    assert 0.08 < len(held_speakers) / len(kept_speakers | held_speakers) < 0.25
+    silence = sum(e.path is None for e in examples)
+    assert sum(e.path is None for e in held) == round(0.15 * silence)
+    assert hold_out_speakers(examples, 0.15) == (kept, held)  # stable
+    assert hold_out_speakers(examples, 0.0) == (examples, [])
+    with pytest.raises(ValueError, match="held-out fraction"):
+        hold_out_speakers(examples, 1.0)

@@ -347,3 +347,14 @@ def test_a_budgeted_search_is_judged_by_its_best_epoch_within_the_budget() -> No
     assert best_epoch(history, budget=4e6) == 4  # as accurate as 3, and cheaper
     assert best_epoch(history, budget=3.2e6) == 2
     assert best_epoch(history, budget=1e6) == 2  # none holds it: the cheapest
+
+
+def test_a_search_rewarded_on_held_out_speakers(tone_data: Path, tmp_path: Path) -> None:
+    held = {"search_holdout": 0.3, "epochs": 1}
+    train(tiny(tone_data, tmp_path / "static", model="static-shortcuts", **held))
+    result = train(tiny(tone_data, tmp_path / "sanas", init_from=str(tmp_path / "static"), **held))
+    assert result.history[-1]["arch_loss"] != 0.0  # the held-out batches taught the controller
+    with pytest.raises(ConfigError, match="must not have trained on the speakers"):
+        train(tiny(tone_data, tmp_path / "leak", init_from=str(tmp_path / "static")))
+    with pytest.raises(ConfigError, match="'search_holdout' must be in"):
+        tiny(tone_data, tmp_path / "bad", search_holdout=1.0)

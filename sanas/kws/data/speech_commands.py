@@ -304,3 +304,29 @@ def make_examples(
     examples += unknown[: math.ceil(n * unknown_percentage / 100)]
     rng.shuffle(examples)
     return examples
+
+
+def hold_out_speakers(
+    examples: list[Example], fraction: float
+) -> tuple[list[Example], list[Example]]:
+    """Split ``examples`` into (kept, held out), holding out about ``fraction`` of the
+    speakers: all clips of a speaker fall on one side, chosen by a hash of the speaker id
+    (stable as the dataset grows, like :func:`which_split`). Silence examples (no clip) are
+    shared out in the same proportion. Orders are kept."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"held-out fraction must be in [0, 1), got {fraction}")
+
+    def held(example: Example) -> bool:
+        speaker = speaker_of(example.path)  # type: ignore[arg-type]
+        digest = hashlib.sha1(f"search:{speaker}".encode()).hexdigest()
+        return int(digest, 16) % 10_000 < fraction * 10_000
+
+    silence_to_hold = round(fraction * sum(e.path is None for e in examples))
+    kept, held_out = [], []
+    for example in examples:
+        if example.path is None:
+            side, silence_to_hold = silence_to_hold > 0, silence_to_hold - 1
+        else:
+            side = held(example)
+        (held_out if side else kept).append(example)
+    return kept, held_out
