@@ -528,9 +528,10 @@ class SequenceObjective:
         task_loss = ce.sum() / valid
         mean_cost = float(output.cost[mask].mean()) if mask.any() else 0.0
         if output.log_prob is None or teaches == "network":
-            return task_loss, ObjectiveStats(
-                float(task_loss.detach()), 0.0, mean_cost, 0.0, 0.0, 0.0
-            )
+            stats = ObjectiveStats(float(task_loss.detach()), 0.0, mean_cost, 0.0, 0.0, 0.0)
+            if teaches == "architecture":  # a static model has no architecture to teach
+                return task_loss.new_zeros(()), stats
+            return task_loss, stats
         penalty = self.budget.penalty(output.cost).to(ce.dtype)
         step_cost = ce.detach() + penalty
         if isinstance(self.baseline, GroupedMovingAverageBaseline):

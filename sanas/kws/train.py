@@ -827,7 +827,7 @@ def _train_epoch(
     padded = config.model in ("bsn", "sanas") and config.options.baseline == "ema_reference"
     search = epoch > config.warmup_epochs
     rewards = None
-    if search and data.held_out is not None:
+    if search and data.held_out is not None and config.model in ("bsn", "sanas"):
         rewards = _held_out_batches(data.held_out, config, epoch)
     bar = tqdm(
         loader, desc=f"epoch {epoch}/{config.epochs}", disable=not config.progress, unit="batch"

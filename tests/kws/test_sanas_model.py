@@ -389,3 +389,6 @@ def test_a_batch_can_teach_the_network_alone_or_the_architecture_alone() -> None
     assert taught("architecture") == (False, True)  # features detached: the net is untouched
     assert objective.budget.lam > 0  # the architecture's batch moves the budget
     assert taught("both") == (True, True)
+    static = small("static-shortcuts")
+    loss, stats = objective(static(features, mask), labels, mask, teaches="architecture")
+    assert loss.item() == 0.0 and not loss.requires_grad and stats.task_loss > 0

@@ -358,3 +358,13 @@ def test_a_search_rewarded_on_held_out_speakers(tone_data: Path, tmp_path: Path)
         train(tiny(tone_data, tmp_path / "leak", init_from=str(tmp_path / "static")))
     with pytest.raises(ConfigError, match="'search_holdout' must be in"):
         tiny(tone_data, tmp_path / "bad", search_holdout=1.0)
+
+
+def test_a_static_model_never_trains_on_the_held_out_speakers(
+    tone_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def drawn(*_: object) -> None:
+        raise AssertionError("a static model drew held-out batches")
+
+    monkeypatch.setattr("sanas.kws.train._held_out_batches", drawn)
+    train(tiny(tone_data, tmp_path / "static", model="static-shortcuts", search_holdout=0.3))
