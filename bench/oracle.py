@@ -5,7 +5,8 @@ full network) scored on a stream, and each expensive tier gated by the ground tr
 steps whose window overlaps a word, the cheap path elsewhere). If "oracle full/cheap"
 scores no better than "cheap", no controller can gain by spending more on speech.
 
-Usage: .venv/bin/python bench/oracle.py RUN [RUN ...] --stream out/valstream
+Usage: .venv/bin/python bench/oracle.py RUN [RUN ...] --stream out/valstream \
+           [--min-overlaps-ms 0,600,800]
 """
 
 from __future__ import annotations
@@ -26,10 +27,17 @@ def main() -> None:
     )
     parser.add_argument("runs", nargs="+", help="training run folders (sanas or bsn models)")
     parser.add_argument("--stream", required=True, help="folder with stream.wav and labels.txt")
+    parser.add_argument(
+        "--min-overlaps-ms",
+        default="0",
+        help="gates: a step is speech when its window overlaps a word by more than this "
+        "(comma-separated; 0: at all, 800: the three best aligned steps)",
+    )
     args = parser.parse_args()
+    overlaps = [float(v) for v in args.min_overlaps_ms.split(",") if v]
     torch.set_num_threads(1)
     stream = Path(args.stream)
-    print(f"{'run':<24} {'policy':<22} {'Matched':>8} {'Correct':>8} {'MACs/step':>10}")
+    print(f"{'run':<24} {'policy':<30} {'Matched':>8} {'Correct':>8} {'MACs/step':>10}")
     for run in args.runs:
         model, config = load_run(run)
         for score in oracle_gating(
@@ -37,9 +45,10 @@ def main() -> None:
             kws_task(config.task).labels,
             stream / "stream.wav",
             stream / "labels.txt",
+            min_overlaps_ms=overlaps,
         ):
             print(
-                f"{Path(run).name:<24} {score.policy:<22} {score.matched:>8.1f} "
+                f"{Path(run).name:<24} {score.policy:<30} {score.matched:>8.1f} "
                 f"{score.correct:>8.1f} {score.macs_per_step / 1e6:>9.2f}M"
             )
 

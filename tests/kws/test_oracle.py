@@ -19,6 +19,8 @@ def test_speech_steps_are_windows_overlapping_a_word() -> None:
     # a word clip over [1900, 2900): windows [t, t + 1000) that overlap it
     assert speech_steps(times, [1900.0]).tolist() == [False, False, True, True, True, False]
     assert not speech_steps(times, []).any()
+    # overlaps: 100, 900 and 900 ms; more than 800 ms keeps the two best aligned
+    assert speech_steps(times, [1900.0], 800).tolist() == [False] * 3 + [True, True, False]
 
 
 def test_a_tier_naming_unknown_nodes_is_refused() -> None:
@@ -40,9 +42,13 @@ def test_oracle_mixes_lie_between_the_cheap_tier_and_the_expensive_one(
             kws_task("12").labels,
             tmp_path / "stream.wav",
             tmp_path / "labels.txt",
+            min_overlaps_ms=(0.0, 800.0),
         )
     }
-    assert list(scores) == ["cheap", "conv_0", "full", "oracle conv_0/cheap", "oracle full/cheap"]
+    oracles = ["oracle conv_0/cheap", "oracle full/cheap"]
+    assert list(scores) == ["cheap", "conv_0", "full", *oracles, *(f"{o} >800ms" for o in oracles)]
+    strict = scores["oracle full/cheap >800ms"].macs_per_step
+    assert scores["cheap"].macs_per_step < strict < scores["oracle full/cheap"].macs_per_step
     assert scores["cheap"].macs_per_step == 519_168  # method.md §4's cheapest path
     for tier in ("conv_0", "full"):
         mixed = scores[f"oracle {tier}/cheap"].macs_per_step
