@@ -190,13 +190,14 @@ def _stream_scores(run: str, stream: Path) -> dict[str, Any]:
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Table 1 of the paper on the test stream (percentages of ground-truth words, MACs
     per step), then Matched/Correct on the validation stream and the training time."""
+    width = max([22, *(len(row["model"]) for row in rows)])
     lines = [
-        f"{'model':<22} {'Matched':>8} {'Correct':>8} {'Wrong':>6} {'FA':>5} "
+        f"{'model':<{width}} {'Matched':>8} {'Correct':>8} {'Wrong':>6} {'FA':>5} "
         f"{'MACs/step':>10} {'executed':>9} {'val M/C':>11} {'train s':>8}"
     ]
     for row in rows:
         lines.append(
-            f"{row['model']:<22} {row['matched']:>8.1f} {row['correct']:>8.1f} "
+            f"{row['model']:<{width}} {row['matched']:>8.1f} {row['correct']:>8.1f} "
             f"{row['wrong']:>6.1f} {row['false_alarm']:>5.1f} "
             f"{row['macs_per_step'] / 1e6:>9.2f}M {row['executed_macs_per_step'] / 1e6:>8.2f}M "
             f"{row['val_matched']:>5.1f}/{row['val_correct']:<5.1f} {row['train_seconds']:>8.0f}"
