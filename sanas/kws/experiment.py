@@ -136,7 +136,7 @@ def default_specs(
         RunSpec(split, "static", {"model": "static-shortcuts", "search_holdout": search_holdout})
     ]
     return [
-        *pretrained[: bool(search_budgets)],
+        *(pretrained if search_budgets else []),
         *sanas[:1],
         RunSpec("+ shortcuts", "static", {"model": "static-shortcuts"}),
         *sanas[1:],
