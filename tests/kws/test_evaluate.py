@@ -9,7 +9,13 @@ import pytest
 from typer.testing import CliRunner
 
 from sanas.cli import app
-from sanas.kws.experiment import RunSpec, format_table, run_experiment, target_verdict
+from sanas.kws.experiment import (
+    RunSpec,
+    default_specs,
+    format_table,
+    run_experiment,
+    target_verdict,
+)
 
 
 def test_experiment_trains_evaluates_and_writes_table_and_figures(
@@ -130,3 +136,13 @@ def test_a_run_cannot_start_from_a_run_the_experiment_lacks(tmp_path: Path) -> N
     specs = [RunSpec("SANAS", "sanas", {"model": "sanas"}, start_from="+ shortcuts")]
     with pytest.raises(ValueError, match="starts from '\\+ shortcuts', which is not a run"):
         run_experiment(tmp_path / "data", tmp_path / "out", specs)
+
+
+def test_searched_runs_start_from_a_static_network_that_never_saw_their_reward_speakers() -> None:
+    specs = {s.name: s for s in default_specs(lams=(), sanas_budgets=(), search_budgets=(4e6,))}
+    searched, split = specs["SANAS ≤4M searched"], specs["+ shortcuts, search split"]
+    assert searched.start_from == split.name
+    assert searched.fields["search_holdout"] == split.fields["search_holdout"] > 0
+    assert searched.fields["options"]["baseline"] == "full_network"
+    assert searched.fields["train_full_network"] and searched.fields["train_cheapest_network"]
+    assert "+ shortcuts, search split" not in {s.name for s in default_specs()}
