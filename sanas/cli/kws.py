@@ -104,12 +104,14 @@ def train_command(
     rate: keeps conv_1 alive), warmup_epochs (network-only epochs before the
     search), train_full_network and train_cheapest_network (also train the
     all-on and the cheapest network each batch: the sandwich), init_from
-    (a run whose weights start this one), normalize_features, weight_decay, seed, channels, dropout,
+    (a run whose weights start this one), search_holdout (share of the
+    training speakers the network never trains on; the search is rewarded
+    on them), normalize_features, weight_decay, seed, channels, dropout,
     shared_convs, device, threads, workers, sequence (lengths_s, multi_word,
     max_words, background_probability, ...) and options (logit_relu,
     detach_features, log_prob_reduction, baseline (ema_reference, ema,
     ema_class, full_network: each step judged against the all-on network on
-    the same window), gamma,
+    the same window), gamma, search_bottlenecks,
     learned_initial_state). Flags given on the command line win. The recipe
     of the Table 1 experiment: sanas.kws.experiment.RECIPE.
     """
