@@ -189,6 +189,11 @@ class TrainConfig:
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
     options: SANASOptions = field(default_factory=SANASOptions)
 
+    @property
+    def searches_architecture(self) -> bool:
+        """Whether the model learns an architecture distribution (BSN, SANAS)."""
+        return self.model in ("bsn", "sanas")
+
     def validate(self) -> TrainConfig:
         """Check values that types alone cannot; raise :class:`ConfigError` naming the field."""
         linear = self.budget_mode == "linear"
@@ -223,12 +228,12 @@ class TrainConfig:
             ("limit_val", self.limit_val, self.limit_val is None or self.limit_val >= 1,
              "must be >= 1"),
             ("train_full_network", self.train_full_network,
-             not self.train_full_network or self.model in ("bsn", "sanas"),
+             not self.train_full_network or self.searches_architecture,
              "needs a searched model (bsn or sanas)"),
             ("search_holdout", self.search_holdout, 0 <= self.search_holdout < 1,
              "must be in [0, 1)"),
             ("train_cheapest_network", self.train_cheapest_network,
-             not self.train_cheapest_network or self.model in ("bsn", "sanas"),
+             not self.train_cheapest_network or self.searches_architecture,
              "needs a searched model (bsn or sanas)"),
             ("options.baseline", self.options.baseline,
              self.options.baseline != "full_network" or self.train_full_network,
@@ -696,8 +701,8 @@ def _check_resumable(run_dir: Path, config: TrainConfig) -> None:
 
 def _selection_budget(config: TrainConfig) -> float | None:
     """The budget the best epoch must hold: that of a hinge or constrained search."""
-    searched = config.model in ("bsn", "sanas") and config.budget_mode != "linear"
-    return config.budget if searched else None
+    budgeted = config.searches_architecture and config.budget_mode != "linear"
+    return config.budget if budgeted else None
 
 
 # ----------------------------------------------------------------------------- train
@@ -824,11 +829,13 @@ def _train_epoch(
     probs = torch.zeros(model.net.num_stochastic, dtype=torch.float64)
     batches = 0
     # The reference baseline averages padded steps in, so they must run; otherwise skip them.
-    padded = config.model in ("bsn", "sanas") and config.options.baseline == "ema_reference"
+    padded = config.searches_architecture and config.options.baseline == "ema_reference"
     search = epoch > config.warmup_epochs
     rewards = None
-    if search and data.held_out is not None and config.model in ("bsn", "sanas"):
+    if search and data.held_out is not None and config.searches_architecture:
         rewards = _held_out_batches(data.held_out, config, epoch)
+    teaches: Literal["network", "both"] = "network" if rewards else "both"
+    critic = config.options.baseline == "full_network"  # the held-out pass needs all-on logits
     bar = tqdm(
         loader, desc=f"epoch {epoch}/{config.epochs}", disable=not config.progress, unit="batch"
     )
@@ -844,7 +851,6 @@ def _train_epoch(
             full_network=config.train_full_network,
             cheapest_network=config.train_cheapest_network,
         )
-        teaches = "network" if rewards else "both"
         loss, stats = objective(out, batch.labels, batch.mask, search=search, teaches=teaches)
         for extra in (out.full_logits, out.cheapest_logits):
             if extra is not None:
@@ -852,7 +858,6 @@ def _train_epoch(
         search_stats = stats
         if rewards:  # the architecture learns from the held-out speakers only
             held = next(rewards).to(device)
-            critic = config.options.baseline == "full_network"
             held_out = model(held.features, None if padded else held.mask, full_network=critic)
             arch_loss, search_stats = objective(
                 held_out, held.labels, held.mask, teaches="architecture"
@@ -871,7 +876,7 @@ def _train_epoch(
     row = tally.summary("train", labels)
     row.update({key: value / max(batches, 1) for key, value in sums.items()})
     row["lam"] = float(objective.budget.lam)
-    if config.model in ("bsn", "sanas"):
+    if config.searches_architecture:
         row["node_probability"] = {
             name: float(p) / max(batches, 1)
             for name, p in zip(model.net.stochastic_names, probs, strict=True)
