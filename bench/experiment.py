@@ -7,6 +7,7 @@ streams of --minutes each (one from the validation list, to choose on; one from 
 testing list, to report), writes table.csv/json/txt, cost_accuracy.png (Figure 5),
 cost_per_class.png (Figure 6) and fa_fr_curve.png in --out, and says whether the SANAS
 point chosen on validation matches + shortcuts on the test stream at <= 1/5 of its MACs.
+Each SANAS run gives one point per --arch-thresholds operating point of its controller.
 
 Usage: .venv/bin/python bench/experiment.py --out out/experiment [--epochs 20 --channels 16]
 """
@@ -19,6 +20,7 @@ import re
 from pathlib import Path
 
 from sanas.kws.experiment import default_specs, format_table, run_experiment, target_verdict
+from sanas.kws.sanas_model import build_kws_model
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/speech_commands_subset"
 
@@ -52,6 +54,19 @@ def main() -> None:
     parser.add_argument(
         "--search-epochs", type=int, default=8, help="epochs of each --search-budgets run"
     )
+    parser.add_argument(
+        "--arch-thresholds",
+        default="0.5,0.2,0.1,0.05",
+        help="operating points of each SANAS controller: a node is on when its probability "
+        "exceeds the threshold (0.5: the mode); each is a row, chosen among on validation",
+    )
+    parser.add_argument(
+        "--hold-fraction",
+        type=float,
+        default=None,
+        help="each SANAS point holds this fraction of + shortcuts' MACs per step on the "
+        "streams (a token bucket, sanas.supernet.governor), e.g. 0.2 for the target's 1/5",
+    )
     parser.add_argument("--bsn-budget", type=float, default=3e6)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument(
@@ -82,6 +97,8 @@ def main() -> None:
     specs = [spec for spec in specs if re.search(args.only, spec.name)]
     if not specs:
         parser.error(f"--only {args.only!r} matches no model")
+    static = build_kws_model("static-shortcuts", channels=args.channels)
+    full_macs = float(static.cost(static.net.used(None, 1))[0])
     rows = run_experiment(
         args.data,
         args.out,
@@ -90,6 +107,8 @@ def main() -> None:
         channels=args.channels,
         minutes=args.minutes,
         jobs=args.jobs,
+        architecture_thresholds=tuple(float(v) for v in args.arch_thresholds.split(",") if v),
+        held_budget=None if args.hold_fraction is None else args.hold_fraction * full_macs,
     )
     print(format_table(rows))
     print(target_verdict(rows) or "no SANAS point within 1/5 of + shortcuts")

@@ -13,6 +13,17 @@ from sanas.cli.errors import fail
 if TYPE_CHECKING:
     from sanas.kws.evaluate import StreamEvaluation
 
+ARCH_THRESHOLD_HELP = (
+    "SANAS runs: a node is on when the controller's probability exceeds this "
+    "(default 0.5, its mode). Lower spends more on the steps it leans towards; choose "
+    "it on a validation stream."
+)
+HOLD_BUDGET_HELP = (
+    "SANAS runs: hold this mean MACs per step on any audio (e.g. 3.3e6). A token bucket "
+    "saves unspent budget for up to 30 steps; a step it cannot pay for runs the cheapest "
+    "path."
+)
+
 
 def evaluate(
     run: Path = typer.Argument(..., help="Training run folder (from `sanas train`)."),
@@ -22,6 +33,8 @@ def evaluate(
     plots: Path = typer.Option(
         None, help="Folder for the FA/h vs false-reject curve and the stream timeline."
     ),
+    arch_threshold: float = typer.Option(None, help=ARCH_THRESHOLD_HELP),
+    hold_budget: float = typer.Option(None, help=HOLD_BUDGET_HELP),
 ) -> None:
     """Score a run on a streaming test file: Matched / Correct / Wrong / False alarm.
 
@@ -36,7 +49,7 @@ def evaluate(
     from sanas.kws.evaluate import evaluate_run
 
     try:
-        result = evaluate_run(run, stream_wav, stream_labels, json_out)
+        result = evaluate_run(run, stream_wav, stream_labels, json_out, arch_threshold, hold_budget)
     except (OSError, ValueError) as err:
         raise fail(str(err)) from None
     scores = result.to_dict()
@@ -87,6 +100,8 @@ def stream(
     run: Path = typer.Argument(..., help="Training run folder (from `sanas train`)."),
     wav: Path = typer.Option(..., help="Audio to listen to (16 kHz mono wav; resampled if not)."),
     as_json: bool = typer.Option(False, "--json", help="Print detections as JSON lines."),
+    arch_threshold: float = typer.Option(None, help=ARCH_THRESHOLD_HELP),
+    hold_budget: float = typer.Option(None, help=HOLD_BUDGET_HELP),
 ) -> None:
     """Run a trained model over a recording and print its detections as they would fire.
 
@@ -100,12 +115,15 @@ def stream(
     from sanas.kws.train import load_run
 
     try:
-        model, config = load_run(run)
+        model, config = load_run(run, architecture_threshold=arch_threshold)
         audio = read_wav(wav)
     except (OSError, ValueError) as err:
         raise fail(str(err)) from None
     labels = tuple(kws_task(config.task).labels)
-    result = run_model_on_audio(model, audio)
+    try:
+        result = run_model_on_audio(model, audio, budget=hold_budget)
+    except ValueError as err:
+        raise fail(str(err)) from None
     for detection in detect(result.times_ms, result.posteriors, labels):
         if as_json:
             typer.echo(json.dumps(detection.__dict__))

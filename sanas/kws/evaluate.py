@@ -87,13 +87,19 @@ class StreamEvaluation:
 
 
 def run_model_on_audio(
-    model: KWSModel, audio: np.ndarray, cache: bool = True, threads: int = 1
+    model: KWSModel,
+    audio: np.ndarray,
+    cache: bool = True,
+    threads: int = 1,
+    budget: float | None = None,
 ) -> StreamRun:
-    """Per-step posteriors, architectures and MACs of ``model`` over a recording.
+    """Per-step posteriors, architectures and MACs of ``model`` over a recording;
+    ``budget``: a SANAS model's mean MACs per step, held whatever the audio
+    (:func:`~sanas.kws.streaming.policy_for_model`).
 
     Batch-1 steps are small: one thread avoids waiting on a busy second core.
     """
-    engine = engine_for_model(model, cache=cache)
+    engine = engine_for_model(model, cache=cache, budget=budget)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -109,14 +115,16 @@ def evaluate_model_on_stream(
     wav_path: str | os.PathLike[str],
     labels_path: str | os.PathLike[str],
     config: DetectionConfig | None = None,
+    budget: float | None = None,
 ) -> StreamEvaluation:
-    """Run ``model`` over a streaming wav and score it against its ``word,time_ms`` labels."""
+    """Run ``model`` over a streaming wav and score it against its ``word,time_ms`` labels
+    (``budget``: held MACs per step, as :func:`run_model_on_audio`)."""
     config = config or DetectionConfig()
     audio = read_wav(wav_path)
     ground_truth = read_stream_labels(labels_path)
     duration_ms = 1000.0 * len(audio) / SAMPLE_RATE
     start = time.perf_counter()
-    run = run_model_on_audio(model, audio)
+    run = run_model_on_audio(model, audio, budget=budget)
     seconds = time.perf_counter() - start
     detections = detect(run.times_ms, run.posteriors, labels, config)
     score, reference = (
@@ -145,16 +153,24 @@ def evaluate_run(
     wav_path: str | os.PathLike[str],
     labels_path: str | os.PathLike[str],
     json_path: str | os.PathLike[str] | None = None,
+    architecture_threshold: float | None = None,
+    budget: float | None = None,
 ) -> StreamEvaluation:
-    """Evaluate a training run's best model on a stream; optionally write the JSON."""
+    """Evaluate a training run's best model on a stream; optionally write the JSON.
+    SANAS runs: ``architecture_threshold``, the controller's operating point (None: 0.5);
+    ``budget``, mean MACs per step held on the stream (None: none)."""
     from sanas.kws.train import load_run
 
-    model, config = load_run(run_dir)
-    evaluation = evaluate_model_on_stream(
-        model, tuple(kws_task(config.task).labels), wav_path, labels_path
-    )
+    model, config = load_run(run_dir, architecture_threshold=architecture_threshold)
+    labels = tuple(kws_task(config.task).labels)
+    evaluation = evaluate_model_on_stream(model, labels, wav_path, labels_path, budget=budget)
     if json_path is not None:
         path = Path(json_path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"run": str(run_dir), **evaluation.to_dict()}, indent=2))
+        header = {
+            "run": str(run_dir),
+            "architecture_threshold": architecture_threshold,
+            "held_budget": budget,
+        }
+        path.write_text(json.dumps({**header, **evaluation.to_dict()}, indent=2))
     return evaluation

@@ -145,19 +145,58 @@ def default_specs(
     ]
 
 
-def _train_and_evaluate(spec: RunSpec, base: dict[str, Any], out: str) -> dict[str, Any]:
+def _train_and_evaluate(
+    spec: RunSpec,
+    base: dict[str, Any],
+    out: str,
+    thresholds: tuple[float, ...] = (0.5,),
+    held_budget: float | None = None,
+) -> list[dict[str, Any]]:
     """Worker: train one run (resuming if it exists), then score it on both streams (a
-    finished run's scores are reused when they are newer than its weights)."""
+    finished run's scores are reused when they are newer than its weights): one row, or
+    for a SANAS run one per architecture threshold ("<name> τ=<t>" unless t is 0.5),
+    each holding ``held_budget`` MACs per step when given (", held <B>M")."""
     from sanas.kws.train import TrainConfig, train
 
     config = TrainConfig.from_dict({**base, **spec.fields})
     result = train(config)
+    if spec.family != "sanas":
+        return [_row(spec.name, spec.family, config.out, out, result)]
+    held = "" if held_budget is None else f", held {held_budget / 1e6:.3g}M"
+    return [
+        _row(
+            f"{spec.name}{'' if t == 0.5 else f' τ={t:g}'}{held}",
+            "sanas",
+            config.out,
+            out,
+            result,
+            t,
+            held_budget,
+        )
+        for t in thresholds
+    ]
+
+
+def _row(
+    name: str,
+    family: str,
+    run: str,
+    out: str,
+    result: Any,
+    threshold: float | None = None,
+    held_budget: float | None = None,
+) -> dict[str, Any]:
+    """A table row: a trained run's scores on both streams at one operating point."""
     train_seconds = sum(epoch["seconds"] for epoch in result.history)  # resumed runs too
-    scores, validation = (_stream_scores(config.out, Path(out) / f) for f in STREAM_SPLITS)
+    scores, validation = (
+        _stream_scores(run, Path(out) / f, threshold, held_budget) for f in STREAM_SPLITS
+    )
     return {
-        "model": spec.name,
-        "family": spec.family,
-        "run": config.out,
+        "model": name,
+        "family": family,
+        "run": run,
+        "architecture_threshold": threshold,
+        "held_budget": held_budget,
         "matched": scores["matched"],
         "correct": scores["correct"],
         "wrong": scores["wrong"],
@@ -175,16 +214,28 @@ def _train_and_evaluate(spec: RunSpec, base: dict[str, Any], out: str) -> dict[s
     }
 
 
-def _stream_scores(run: str, stream: Path) -> dict[str, Any]:
-    """The run's scores on ``stream`` (``<run>/<stream name>_eval.json``), computed unless
-    that file is newer than the run's best weights."""
+def _eval_file(
+    run: str, stream_name: str, threshold: float | None, held_budget: float | None = None
+) -> Path:
+    """Where a run's scores on a stream are saved (one file per operating point)."""
+    suffix = "" if threshold in (None, 0.5) else f"_t{threshold:g}"
+    suffix += "" if held_budget is None else f"_held{held_budget:g}"
+    return Path(run) / f"{stream_name}_eval{suffix}.json"
+
+
+def _stream_scores(
+    run: str, stream: Path, threshold: float | None = None, held_budget: float | None = None
+) -> dict[str, Any]:
+    """The run's scores on ``stream`` (:func:`_eval_file`), computed unless that file is
+    newer than the run's best weights."""
     from sanas.kws.evaluate import evaluate_run
     from sanas.kws.train import BEST
 
-    saved = Path(run) / f"{stream.name}_eval.json"
+    saved = _eval_file(run, stream.name, threshold, held_budget)
     if saved.is_file() and saved.stat().st_mtime > (Path(run) / BEST).stat().st_mtime:
         return json.loads(saved.read_text())
-    return evaluate_run(run, stream / "stream.wav", stream / "labels.txt", saved).to_dict()
+    wav, labels = stream / "stream.wav", stream / "labels.txt"
+    return evaluate_run(run, wav, labels, saved, threshold, held_budget).to_dict()
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -240,9 +291,17 @@ def run_experiment(
     seed: int = 0,
     jobs: int = 2,
     base_fields: dict[str, Any] | None = None,
+    architecture_thresholds: tuple[float, ...] = (0.5,),
+    held_budget: float | None = None,
     echo: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Train and evaluate every spec; write ``table.csv``, ``table.json`` and figures in ``out``.
+
+    Each SANAS run is scored at every ``architecture_thresholds`` operating point of its
+    controller (:class:`~sanas.kws.sanas_model.SANASKWS`), each a row and a candidate of
+    :func:`target_verdict`, which chooses among them on the validation stream;
+    ``held_budget``: each holds that mean MACs per step on the streams
+    (:class:`~sanas.kws.streaming.GovernedPolicy`).
 
     Runs resume where they stopped (rerun the same call after an interruption). A run
     with ``start_from`` starts once that run has ended. Each run is reported through
@@ -286,14 +345,23 @@ def run_experiment(
     context = multiprocessing.get_context("spawn")
     rows, failures, ended = [], [], set()
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures: dict[Future[dict[str, Any]], str] = {}
+        futures: dict[Future[list[dict[str, Any]]], str] = {}
         while waiting or futures:
             for spec in [s for s in waiting if s.start_from is None or s.start_from in ended]:
                 waiting.remove(spec)
                 fields = {**base, "out": run_dir(spec.name)}
                 if spec.start_from is not None:
                     fields["init_from"] = run_dir(spec.start_from)
-                futures[pool.submit(_train_and_evaluate, spec, fields, str(out))] = spec.name
+                futures[
+                    pool.submit(
+                        _train_and_evaluate,
+                        spec,
+                        fields,
+                        str(out),
+                        architecture_thresholds,
+                        held_budget,
+                    )
+                ] = spec.name
             if not futures:  # what still waits starts from a run that failed
                 failures += [f"{s.name}: not run ({s.start_from!r} did not end)" for s in waiting]
                 break
@@ -301,18 +369,20 @@ def run_experiment(
             for future in done:
                 name = futures.pop(future)
                 try:
-                    row = future.result()
+                    run_rows = future.result()
                 except Exception as error:  # report now; the other runs go on
                     failures.append(f"{name}: {error}")
                     echo(f"run {name!r} failed: {error}")
                     continue
                 ended.add(name)
-                rows.append(row)
-                echo(
-                    f"run {name!r} done: Matched {row['matched']:.1f}, "
-                    f"Correct {row['correct']:.1f}, {row['macs_per_step'] / 1e6:.2f}M MACs/step, "
-                    f"trained {row['train_seconds']:.0f} s"
-                )
+                rows += run_rows
+                for row in run_rows:
+                    echo(
+                        f"run {row['model']!r} done: Matched {row['matched']:.1f}, "
+                        f"Correct {row['correct']:.1f}, "
+                        f"{row['macs_per_step'] / 1e6:.2f}M MACs/step, "
+                        f"trained {row['train_seconds']:.0f} s"
+                    )
     if failures:
         raise RuntimeError("experiment runs failed: " + "; ".join(failures))
     rows.sort(key=lambda r: (FAMILIES.index(r["family"]), r["macs_per_step"]))
@@ -341,7 +411,8 @@ def _write_outputs(rows: list[dict[str, Any]], out: Path) -> None:
     )
     curves = {}
     for row in rows:
-        scores = json.loads((Path(row["run"]) / "stream_eval.json").read_text())
+        saved = _eval_file(row["run"], "stream", row["architecture_threshold"], row["held_budget"])
+        scores = json.loads(saved.read_text())
         curves[row["model"]] = [CurvePoint(**point) for point in scores["fa_fr_curve"]]
     plot_fa_fr_curve(curves, out / "fa_fr_curve.png")
     sanas_rows = [r for r in rows if r["family"] == "sanas"]

@@ -370,6 +370,12 @@ class SANASKWS(KWSModel):
     each step takes its rows. The state starts from z_0 for every sequence. With a
     ``mask``, sequences are sorted by length so that the ones still running at step t
     are a prefix of the batch, and only those are computed.
+
+    ``architecture_threshold``: in evaluation a node is on when the controller gives it a
+    probability above this (0.5: the mode, as the paper). It is an operating point, not a
+    weight: lowering it spends more on every step the controller leans towards spending
+    on, so one trained controller traces a cost/accuracy curve (choose it on validation,
+    as a detection threshold). It is not saved with the weights.
     """
 
     def __init__(
@@ -381,6 +387,7 @@ class SANASKWS(KWSModel):
         **kw: object,
     ) -> None:
         super().__init__(net, *args, **kw)  # type: ignore[arg-type]
+        self._architecture_threshold = 0.5
         self.controller = RecurrentController(
             net.num_stochastic,
             feature_dim=net.output_shapes[FEATURE_TAP][0],
@@ -388,6 +395,16 @@ class SANASKWS(KWSModel):
             init_bias=init_bias,
             learned_initial_state=self.options.learned_initial_state,
         )
+
+    @property
+    def architecture_threshold(self) -> float:
+        return self._architecture_threshold
+
+    @architecture_threshold.setter
+    def architecture_threshold(self, value: float) -> None:
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"architecture threshold must be in (0, 1), got {value}")
+        self._architecture_threshold = float(value)
 
     def architecture_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.controller.parameters() if p.requires_grad]
@@ -415,7 +432,11 @@ class SANASKWS(KWSModel):
             if hidden is not None and previous is not None:
                 hidden, previous = hidden[:n], previous[:n]
             distribution, hidden = self.controller.step(previous, hidden, n)
-            architecture = distribution.sample() if self.training else distribution.mode()
+            architecture = (
+                distribution.sample()
+                if self.training
+                else distribution.mode(self.architecture_threshold)
+            )
             used_t = self.net.used(architecture, n)
             precomputed = None
             if trunks:

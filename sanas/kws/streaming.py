@@ -68,9 +68,11 @@ from sanas.kws.features import MFCC, LogMel
 from sanas.kws.row_kernels import Dense, dense_kernel, row_kernel
 from sanas.kws.sequence_forward import STEP_FRAMES, TrunkLayout, trunk_layout
 from sanas.supernet.costs import MacsCost, node_input_shape
+from sanas.supernet.governor import BudgetGovernor
 from sanas.supernet.graph import SuperNetwork, combine_inputs
 
 AudioChunk = np.ndarray | Tensor
+BURST_STEPS = 30.0  # a held budget saves up to 6 s of steps for a spoken word
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -126,21 +128,53 @@ class ArchitectureController(Protocol):
         hidden: Tensor | None,
         batch_size: int | None = None,
         deterministic: bool = True,
+        threshold: float = 0.5,
     ) -> tuple[Tensor, Tensor]: ...
 
 
 class ControllerPolicy:
     """SANAS: a recurrent controller picks each step's architecture from the previous
-    step's features (its mode by default, as in evaluation)."""
+    step's features: the nodes whose probability exceeds ``threshold`` (0.5: its mode, as
+    in evaluation), or a sample when not ``deterministic``."""
 
-    def __init__(self, controller: ArchitectureController, deterministic: bool = True) -> None:
+    def __init__(
+        self,
+        controller: ArchitectureController,
+        deterministic: bool = True,
+        threshold: float = 0.5,
+    ) -> None:
         self.controller = controller
         self.deterministic = deterministic
+        self.threshold = threshold
 
     def __call__(
         self, previous: Tensor | None, state: Tensor | None, batch: int
     ) -> tuple[Tensor, Tensor | None]:
-        return self.controller.select(previous, state, batch, self.deterministic)
+        return self.controller.select(previous, state, batch, self.deterministic, self.threshold)
+
+
+class GovernedPolicy:
+    """Another policy under a :class:`~sanas.supernet.governor.BudgetGovernor`: its
+    architectures run while each stream's balance pays for them, the governor's fallback
+    otherwise, so the mean cost per step holds on any stream. The state carries the
+    inner policy's state and each stream's balance (last column)."""
+
+    def __init__(self, policy: ArchitecturePolicy, governor: BudgetGovernor) -> None:
+        self.policy = policy
+        self.governor = governor
+
+    def __call__(
+        self, previous: Tensor | None, state: Tensor | None, batch: int
+    ) -> tuple[Tensor, Tensor | None]:
+        if state is None:
+            inner, balance = None, self.governor.initial_balance(batch)
+        else:
+            inner = state[:, :-1].to(previous.dtype) if state.shape[1] > 1 else None
+            balance = state[:, -1]
+        architecture, inner = self.policy(previous, inner, batch)
+        architecture, balance = self.governor.enforce(architecture, balance)
+        columns = [] if inner is None else [inner.to(balance.dtype)]
+        return architecture, torch.cat([*columns, balance.unsqueeze(1)], dim=1)
 
 
 class ScheduledPolicy:
@@ -158,16 +192,33 @@ class ScheduledPolicy:
 
 
 def policy_for_model(
-    model: nn.Module,
+    model: nn.Module, budget: float | None = None, burst_steps: float = BURST_STEPS
 ) -> tuple[ArchitecturePolicy | None, Callable[[Tensor], Tensor]]:
     """The policy and logit transform that make the engine reproduce a trained
     :class:`~sanas.kws.sanas_model.KWSModel` in evaluation: every node on (static), the
-    most probable used set (BSN) or the controller's mode (SANAS); the transform is the
-    model's optional logit ReLU."""
+    most probable used set (BSN) or the controller's choice at the model's
+    ``architecture_threshold`` (SANAS); the transform is the model's optional logit ReLU.
+
+    ``budget`` (SANAS only): hold this mean MACs per step on any stream
+    (:class:`GovernedPolicy`); the bucket saves up to ``burst_steps`` steps of budget and
+    steps it cannot pay for run the cheapest architecture.
+    """
     from sanas.kws.sanas_model import BSNKWS, SANASKWS
 
     if isinstance(model, SANASKWS):
-        policy: ArchitecturePolicy | None = ControllerPolicy(model.controller)
+        policy: ArchitecturePolicy | None = ControllerPolicy(
+            model.controller, threshold=model.architecture_threshold
+        )
+        if budget is not None:
+            governor = BudgetGovernor(
+                budget,
+                budget * burst_steps,
+                model.cheapest_architecture.float(),
+                lambda architecture: model.cost(model.net.used(architecture, len(architecture))),
+            )
+            policy = GovernedPolicy(policy, governor)
+    elif budget is not None:
+        raise ValueError(f"a budget to hold needs a sanas model, not {type(model).__name__}")
     elif isinstance(model, BSNKWS):
         policy = FixedPolicy(model.deterministic_architecture())
     else:
@@ -176,12 +227,16 @@ def policy_for_model(
 
 
 def engine_for_model(
-    model: nn.Module, cache: bool = True, policy: ArchitecturePolicy | None = None
+    model: nn.Module,
+    cache: bool = True,
+    policy: ArchitecturePolicy | None = None,
+    budget: float | None = None,
 ) -> StreamingEngine:
     """A batch-1 :class:`StreamingEngine` that reproduces a trained
     :class:`~sanas.kws.sanas_model.KWSModel` in evaluation: its policy, logit transform
-    and input normalisation. ``policy`` replaces the model's own (e.g. a fixed tier)."""
-    own_policy, transform = policy_for_model(model)
+    and input normalisation. ``policy`` replaces the model's own (e.g. a fixed tier);
+    ``budget``: a SANAS model's mean MACs per step, held (:func:`policy_for_model`)."""
+    own_policy, transform = policy_for_model(model, budget)
     policy = own_policy if policy is None else policy
     return StreamingEngine(
         model.net,

@@ -67,6 +67,7 @@ from sanas.kws.data.speech_commands import (
 from sanas.kws.features import MFCC
 from sanas.kws.sanas_model import (
     MODEL_KINDS,
+    SANASKWS,
     KWSModel,
     SANASOptions,
     SequenceObjective,
@@ -81,8 +82,8 @@ BUDGET_MODES = ("linear", "hinge", "constrained")
 LR_SCHEDULES = ("constant", "cosine")
 NORMALIZER_SEQUENCES = 256  # training sequences the input normaliser is fitted on
 # Fields that may change when a run resumes: they do not change what is computed (threads
-# and device may still change float rounding).
-RESUMABLE_CHANGES = frozenset({"epochs", "device", "progress", "workers", "threads"})
+# and device may still change float rounding; ``out`` differs when a run folder was moved).
+RESUMABLE_CHANGES = frozenset({"epochs", "device", "progress", "workers", "threads", "out"})
 SEARCH_FIELDS = frozenset(
     {
         "lam",
@@ -895,10 +896,13 @@ def _held_out_batches(
 
 # ------------------------------------------------------------------------------ load
 def load_run(
-    run_dir: str | os.PathLike[str], which: Literal["best", "last"] = "best"
+    run_dir: str | os.PathLike[str],
+    which: Literal["best", "last"] = "best",
+    architecture_threshold: float | None = None,
 ) -> tuple[KWSModel, TrainConfig]:
     """The model of a run folder (its best epoch, or the last checkpoint) in eval mode,
-    and its configuration."""
+    and its configuration. ``architecture_threshold`` (SANAS runs only): the operating
+    point of its controller (:class:`~sanas.kws.sanas_model.SANASKWS`; None: 0.5)."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
     if not config_path.is_file():
@@ -909,6 +913,13 @@ def load_run(
         raise FileNotFoundError(f"{weights}: missing; has the run finished an epoch?")
     model = _make_model(config, kws_task(config.task).num_classes)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=False)["model"])
+    if architecture_threshold is not None:
+        if not isinstance(model, SANASKWS):
+            raise ValueError(
+                f"{run_dir}: an architecture threshold needs a sanas run, this one is "
+                f"{config.model!r}"
+            )
+        model.architecture_threshold = architecture_threshold
     return model.eval(), config
 
 

@@ -82,11 +82,13 @@ class RecurrentController(nn.Module):
         hidden: Tensor | None,
         batch_size: int | None = None,
         deterministic: bool = True,
+        threshold: float = 0.5,
     ) -> tuple[Tensor, Tensor]:
         """What a streaming engine calls each step: (architecture {0,1}, new state).
 
-        ``deterministic`` takes the mode H_n = 1[p_n > 0.5] (evaluation); otherwise a sample.
+        ``deterministic`` takes H_n = 1[p_n > threshold] (evaluation; 0.5: the mode);
+        otherwise a sample.
         """
         distribution, hidden = self.step(prev_features, hidden, batch_size)
-        architecture = distribution.mode() if deterministic else distribution.sample()
+        architecture = distribution.mode(threshold) if deterministic else distribution.sample()
         return architecture, hidden

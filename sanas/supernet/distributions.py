@@ -6,6 +6,7 @@ controller module (SANAS); both give an :class:`ArchitectureDistribution`.
 
 from __future__ import annotations
 
+import math
 from functools import cached_property
 
 import torch
@@ -40,9 +41,16 @@ class ArchitectureDistribution:
         """Entropy of each row's architecture distribution (nats)."""
         return self._bernoulli.entropy().sum(dim=-1)
 
-    def mode(self) -> Tensor:
-        """The deterministic architecture used at evaluation: H_n = 1[p_n > 0.5]."""
-        return (self.logits > 0).to(self.logits.dtype)
+    def mode(self, threshold: float = 0.5) -> Tensor:
+        """The deterministic architecture used at evaluation: H_n = 1[p_n > threshold].
+
+        0.5 (the default) is the mode; a lower ``threshold`` switches on every node the
+        distribution leans towards at least that much, an operating point of a trained
+        distribution chosen after training (as a detection threshold is).
+        """
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        return (self.logits > math.log(threshold / (1.0 - threshold))).to(self.logits.dtype)
 
 
 class StaticArchitecture(nn.Module):

@@ -35,14 +35,19 @@ def test_experiment_trains_evaluates_and_writes_table_and_figures(
         minutes=0.5,
         jobs=1,
         base_fields={"batch_size": 8, "workers": 0},
+        architecture_thresholds=(0.5, 0.05),
     )
-    assert [r["model"] for r in rows] == ["static", "SANAS"]
+    # a SANAS run gives a row per operating point of its controller
+    assert sorted(r["model"] for r in rows) == ["SANAS", "SANAS τ=0.05", "static"]
+    rows.sort(key=lambda r: r["model"] != "static")  # static first, then SANAS at 0.5
     config = json.loads(Path(rows[1]["run"], "config.json").read_text())
     assert config["init_from"] == rows[0]["run"]
-    for row in rows:
+    assert rows[1]["run"] == rows[2]["run"]
+    saved = ("valstream_eval.json",) * 2 + ("valstream_eval_t0.05.json",)
+    for row, scores in zip(rows, saved, strict=True):
         assert 0 <= row["correct"] <= row["matched"] <= 100
         assert 0 <= row["val_correct"] <= row["val_matched"] <= 100
-        assert Path(row["run"], "valstream_eval.json").is_file()
+        assert json.loads(Path(row["run"], scores).read_text())["steps"] > 0
         assert row["executed_macs_per_step"] <= row["macs_per_step"]
     assert rows[0]["macs_per_step"] > 0
     figures = ("cost_accuracy.png", "cost_per_class.png", "fa_fr_curve.png")
@@ -52,9 +57,17 @@ def test_experiment_trains_evaluates_and_writes_table_and_figures(
     scored = Path(rows[1]["run"], "stream_eval.json").stat().st_mtime_ns
     again = run_experiment(  # finished runs: nothing is trained or scored again
         tone_data, tmp_path, specs, epochs=1, channels=2, minutes=0.5, jobs=1,
-        base_fields={"batch_size": 8, "workers": 0},
+        base_fields={"batch_size": 8, "workers": 0}, architecture_thresholds=(0.5, 0.05),
     )  # fmt: skip
-    assert again == rows
+    assert sorted(again, key=lambda r: r["model"]) == sorted(rows, key=lambda r: r["model"])
+    held = run_experiment(  # the same runs, each SANAS point holding 0.6M MACs per step
+        tone_data, tmp_path, specs, epochs=1, channels=2, minutes=0.5, jobs=1,
+        base_fields={"batch_size": 8, "workers": 0}, held_budget=6e5,
+    )  # fmt: skip
+    assert sorted(r["model"] for r in held) == ["SANAS, held 0.6M", "static"]
+    sanas = next(r for r in held if r["family"] == "sanas")
+    assert sanas["macs_per_step"] <= 6e5
+    assert Path(sanas["run"], "stream_eval_held600000.json").is_file()
     assert Path(rows[1]["run"], "stream_eval.json").stat().st_mtime_ns == scored
 
     run = rows[1]["run"]
@@ -94,6 +107,19 @@ def test_experiment_trains_evaluates_and_writes_table_and_figures(
     printed = CliRunner().invoke(app, ["stream", run, "--wav", str(stream / "stream.wav")])
     assert printed.exit_code == 0, printed.output
     assert "MACs per step" in printed.output
+
+    wav = ["--wav", str(stream / "stream.wav")]
+    operating_point = ["--arch-threshold", "0.05", "--hold-budget", "6e5"]
+    lower = CliRunner().invoke(app, ["stream", run, *wav, *operating_point])
+    assert lower.exit_code == 0, lower.output
+    too_low = CliRunner().invoke(app, ["stream", run, *wav, "--hold-budget", "1e5"])
+    assert too_low.exit_code == 2
+    assert "more than the budget" in too_low.output
+    static = CliRunner().invoke(app, ["stream", rows[0]["run"], *wav, "--arch-threshold", "0.05"])
+    assert static.exit_code == 2
+    assert "an architecture threshold needs a sanas run, this one is 'static-shortcuts'" in (
+        static.output
+    )
 
 
 def test_evaluate_names_a_missing_run_in_one_line(tmp_path: Path) -> None:

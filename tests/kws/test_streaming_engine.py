@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from sanas.kws.features import MFCC
 from sanas.kws.models import cnn_trad_fpool3
 from sanas.kws.row_kernels import RowConv
-from sanas.kws.sanas_model import SANASKWS
+from sanas.kws.sanas_model import SANASKWS, StaticKWS
 from sanas.kws.sequence_forward import cut_windows, forward_windows_plain
 from sanas.kws.streaming import (
     FixedPolicy,
@@ -25,6 +25,7 @@ from sanas.kws.streaming import (
     MultiStreamEngine,
     ScheduledPolicy,
     StreamingEngine,
+    engine_for_model,
     policy_for_model,
 )
 from sanas.supernet.costs import MacsCost
@@ -189,10 +190,13 @@ def test_switching_equals_plain_with_either_convolution_path(
     np.testing.assert_allclose(run.logits, _plain_logits(net, audio, schedule).numpy(), atol=1e-5)
 
 
-def test_sanas_controller_policy_matches_the_model(audio: np.ndarray) -> None:
-    """The engine driven by a SANAS controller reproduces the model's own evaluation."""
+@pytest.mark.parametrize("threshold", [0.5, 0.3])
+def test_sanas_controller_policy_matches_the_model(audio: np.ndarray, threshold: float) -> None:
+    """The engine driven by a SANAS controller reproduces the model's own evaluation, at
+    the model's architecture threshold."""
     torch.manual_seed(0)
     model = SANASKWS(cnn_trad_fpool3(shortcuts=True), init_bias=0.0).eval()
+    model.architecture_threshold = threshold
     features = MFCC()(torch.from_numpy(audio)).unsqueeze(0)
     with torch.no_grad():
         expected = model(features)
@@ -202,7 +206,23 @@ def test_sanas_controller_policy_matches_the_model(audio: np.ndarray) -> None:
     assert torch.equal(used, expected.used[0])
     assert len(set(map(tuple, run.architectures.tolist()))) > 1  # the policy does adapt
     logits = transform(torch.from_numpy(run.logits))
-    torch.testing.assert_close(logits, expected.logits[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(logits, expected.logits[0], rtol=1e-5, atol=1e-5)
+
+
+def test_a_held_budget_bounds_every_prefix_of_the_stream(audio: np.ndarray) -> None:
+    """A controller that wants every node on, held to a fifth of the full network's MACs:
+    the bucket lets whole networks through in bursts and keeps every prefix in budget."""
+    model = SANASKWS(cnn_trad_fpool3(shortcuts=True, channels=4), init_bias=3.0).eval()
+    full = float(model.cost(model.net.used(None, 1))[0])
+    budget = full / 5
+    cheapest = float(model.cost(model.net.used(model.cheapest_architecture, 1))[0])
+    run = engine_for_model(model, budget=budget).run(np.tile(audio, 5))  # 20 s, 96 steps
+    spent = np.cumsum(run.macs_window)
+    assert (spent <= budget * np.arange(1, len(spent) + 1) * (1 + 1e-9)).all()
+    assert spent[-1] > 0.8 * budget * len(spent)  # the savings are spent, not hoarded
+    assert set(run.macs_window.tolist()) == {full, cheapest}
+    with pytest.raises(ValueError, match="a budget to hold needs a sanas model, not StaticKWS"):
+        engine_for_model(StaticKWS(cnn_trad_fpool3(shortcuts=True, channels=4)), budget=budget)
 
 
 # ------------------------------------------------------------------------------ skipping

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -139,6 +140,10 @@ def test_resuming_another_configuration_is_refused(tone_data: Path, tmp_path: Pa
     # A static model ignores the search's fields: changing them resumes the same run.
     search = {"lam": 3.0, "warmup_epochs": 1, "options": {"baseline": "ema_class"}}
     assert len(train(tiny(tone_data, tmp_path / "run", model="static", **search)).history) == 2
+    # A run folder moved elsewhere resumes there (its saved ``out`` is the old path).
+    shutil.move(tmp_path / "run", tmp_path / "moved")
+    moved = train(tiny(tone_data, tmp_path / "moved", epochs=3, model="static", **search))
+    assert [row["epoch"] for row in moved.history] == [1, 2, 3]
 
 
 def _command(config: Path) -> list[str]:

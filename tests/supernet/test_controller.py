@@ -45,6 +45,17 @@ def test_select_is_deterministic_by_default_and_samples_otherwise() -> None:
     assert not torch.equal(sampled, mode)
 
 
+def test_a_lower_threshold_switches_on_the_nodes_leaning_on() -> None:
+    controller = RecurrentController(num_nodes=4, feature_dim=8, hidden=6, init_bias=0.0)
+    with torch.no_grad():
+        controller.head.weight.zero_()
+        controller.head.bias.copy_(torch.tensor([2.0, -2.0, 0.1, -0.1]))  # p ≈ .88 .12 .52 .48
+    on = [controller.select(None, None, 1, threshold=t)[0][0].tolist() for t in (0.9, 0.3, 0.1)]
+    assert on == [[0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]]
+    with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\), got 1.0"):
+        controller.select(None, None, 1, threshold=1.0)
+
+
 def test_initial_state_is_fixed_unless_learned() -> None:
     fixed = RecurrentController(num_nodes=2, feature_dim=4, hidden=3)
     learned = RecurrentController(num_nodes=2, feature_dim=4, hidden=3, learned_initial_state=True)
