@@ -4,9 +4,11 @@ For each run: every fixed cost tier of its super network (cheap 0.52M path, conv
 full network) scored on a stream, and each expensive tier gated by the ground truth (on
 steps whose window overlaps a word, the cheap path elsewhere). If "oracle full/cheap"
 scores no better than "cheap", no controller can gain by spending more on speech.
+--arch-thresholds scores a SANAS run's own controller at those operating points too, and
+--plot draws every policy's accuracy against its MACs (controller against perfect gates).
 
 Usage: .venv/bin/python bench/oracle.py RUN [RUN ...] --stream out/valstream \
-           [--min-overlaps-ms 0,600,800]
+           [--min-overlaps-ms 0,600,800] [--arch-thresholds 0.5,0.1,0.05 --plot gates.png]
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from pathlib import Path
 import torch
 
 from sanas.kws.data.speech_commands import kws_task
+from sanas.kws.evaluate import evaluate_model_on_stream
 from sanas.kws.oracle import oracle_gating
+from sanas.kws.plots import ModelPoint, plot_cost_accuracy
 from sanas.kws.train import load_run
 
 
@@ -33,11 +37,27 @@ def main() -> None:
         help="gates: a step is speech when its window overlaps a word by more than this "
         "(comma-separated; 0: at all, 800: the three best aligned steps)",
     )
+    parser.add_argument(
+        "--arch-thresholds",
+        default="",
+        help="also score each SANAS run's controller at these architecture thresholds",
+    )
+    parser.add_argument(
+        "--static",
+        nargs="*",
+        default=[],
+        help="static runs scored on the same stream, to compare with (e.g. the baseline)",
+    )
+    parser.add_argument("--plot", help="cost/accuracy figure of every policy (one run only)")
     args = parser.parse_args()
+    if args.plot and len(args.runs) > 1:
+        parser.error("--plot draws one run; give one RUN")
     overlaps = [float(v) for v in args.min_overlaps_ms.split(",") if v]
+    thresholds = [float(v) for v in args.arch_thresholds.split(",") if v]
     torch.set_num_threads(1)
     stream = Path(args.stream)
     print(f"{'run':<24} {'policy':<30} {'Matched':>8} {'Correct':>8} {'MACs/step':>10}")
+    points: list[ModelPoint] = []
     for run in args.runs:
         model, config = load_run(run)
         for score in oracle_gating(
@@ -46,11 +66,39 @@ def main() -> None:
             stream / "stream.wav",
             stream / "labels.txt",
             min_overlaps_ms=overlaps,
+            architecture_thresholds=thresholds,
         ):
+            points.append(
+                ModelPoint(
+                    score.policy,
+                    score.family,
+                    score.macs_per_step,
+                    score.matched,
+                    score.correct,
+                    series="" if score.family == "tier" else score.family,  # one curve per gate
+                    label=score.policy.removeprefix(score.family).strip(),
+                )
+            )
             print(
                 f"{Path(run).name:<24} {score.policy:<30} {score.matched:>8.1f} "
                 f"{score.correct:>8.1f} {score.macs_per_step / 1e6:>9.2f}M"
             )
+    for run in args.static:
+        model, config = load_run(run)
+        labels = kws_task(config.task).labels
+        score = evaluate_model_on_stream(
+            model, labels, stream / "stream.wav", stream / "labels.txt"
+        ).score
+        macs = float(model.cost(model.net.used(None, 1))[0])
+        points.append(
+            ModelPoint(Path(run).name, "static", macs, score.matched_pct, score.correct_pct)
+        )
+        print(
+            f"{Path(run).name:<24} {'static':<30} {score.matched_pct:>8.1f} "
+            f"{score.correct_pct:>8.1f} {macs / 1e6:>9.2f}M"
+        )
+    if args.plot:
+        print(f"figure: {plot_cost_accuracy(points, args.plot)}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ the expensive tier on steps whose window overlaps a spoken word, the cheap one e
 
 If the oracle mix scores no better than the cheap tier alone, no controller can do
 better by being input-adaptive: the expensive paths of these weights add nothing. If it
-scores better, the gap is what a controller leaves on the table.
+scores better, the gap is what a controller leaves on the table. A SANAS model's own
+controller can be scored beside the gates at several architecture thresholds, on the
+same stream: the two curves side by side show that gap.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 
 from sanas.kws.data.audio import SAMPLE_RATE, read_wav
 from sanas.kws.data.stream_file import read_stream_labels
-from sanas.kws.sanas_model import KWSModel
+from sanas.kws.sanas_model import SANASKWS, KWSModel
 from sanas.kws.streaming import FixedPolicy, StreamRun, engine_for_model
 from sanas.kws.streaming_metrics import DetectionConfig, evaluate_stream
 from sanas.supernet.graph import SuperNetwork
@@ -42,9 +44,12 @@ CLIP_MS = 1000.0
 
 @dataclass(frozen=True)
 class PolicyScore:
-    """One policy's streaming scores (percent of ground-truth words) and mean MACs per step."""
+    """One policy's streaming scores (percent of ground-truth words) and mean MACs per step;
+    ``family``: "tier" (a fixed used set), "oracle <tier>/<cheap>" (a gate, whatever its
+    overlap) or "controller" (the model's own, at one architecture threshold)."""
 
     policy: str
+    family: str
     matched: float
     correct: float
     wrong: float
@@ -82,13 +87,18 @@ def oracle_gating(
     cheap: str = "cheap",
     config: DetectionConfig | None = None,
     min_overlaps_ms: Sequence[float] = (0.0,),
+    architecture_thresholds: Sequence[float] = (),
 ) -> list[PolicyScore]:
     """Score every fixed tier of ``model`` on a stream, then each other tier gated by the
     ground truth against the ``cheap`` one ("oracle <tier>/<cheap>"), once per minimum
     overlap of a step's window with a word (:func:`speech_steps`; a stricter gate spends
-    the expensive tier on fewer, better aligned steps: "oracle <tier>/<cheap> >800ms")."""
+    the expensive tier on fewer, better aligned steps: "oracle <tier>/<cheap> >800ms"),
+    then a SANAS model's own controller at each of ``architecture_thresholds``
+    ("controller τ=0.1")."""
     if cheap not in tiers:
         raise ValueError(f"cheap tier {cheap!r} is not one of {sorted(tiers)}")
+    if architecture_thresholds and not isinstance(model, SANASKWS):
+        raise ValueError(f"architecture thresholds need a SANAS model, not {type(model).__name__}")
     audio = read_wav(wav_path)
     ground_truth = read_stream_labels(labels_path)
     duration_ms = 1000.0 * len(audio) / SAMPLE_RATE
@@ -98,22 +108,38 @@ def oracle_gating(
         with torch.inference_mode():
             runs[name] = engine.run(audio)
     times = runs[cheap].times_ms
-    policies = {name: (run.posteriors, run.macs_window) for name, run in runs.items()}
+    policies = {name: ("tier", run.posteriors, run.macs_window) for name, run in runs.items()}
     for overlap in min_overlaps_ms:
         speech = speech_steps(times, [time for _, time in ground_truth], overlap)
         suffix = f" >{overlap:g}ms" if overlap else ""
         for name, run in runs.items():
             if name != cheap:
                 policies[f"oracle {name}/{cheap}{suffix}"] = (
+                    f"oracle {name}/{cheap}",
                     np.where(speech[:, None], run.posteriors, runs[cheap].posteriors),
                     np.where(speech, run.macs_window, runs[cheap].macs_window),
                 )
+    if isinstance(model, SANASKWS):
+        own = model.architecture_threshold
+        try:
+            for threshold in architecture_thresholds:
+                model.architecture_threshold = threshold
+                with torch.inference_mode():
+                    run = engine_for_model(model).run(audio)
+                policies[f"controller τ={threshold:g}"] = (
+                    "controller",
+                    run.posteriors,
+                    run.macs_window,
+                )
+        finally:
+            model.architecture_threshold = own
     scores = []
-    for name, (posteriors, macs) in policies.items():
+    for name, (family, posteriors, macs) in policies.items():
         score = evaluate_stream(times, posteriors, labels, ground_truth, duration_ms, config)
         scores.append(
             PolicyScore(
                 name,
+                family,
                 score.matched_pct,
                 score.correct_pct,
                 score.wrong_pct,

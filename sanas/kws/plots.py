@@ -20,13 +20,21 @@ from matplotlib.figure import Figure
 
 @dataclass(frozen=True)
 class ModelPoint:
-    """One evaluated model: its name, family and where it lands."""
+    """One evaluated model: its name, family and where it lands.
+
+    ``series``: points of one curve, e.g. one trained run at several operating points
+    (default: the whole family is one curve, as a sweep over λ); ``label``: what the
+    point is annotated with when it belongs to a named series (e.g. "τ=0.1"; the series
+    name is written once, by its costliest point).
+    """
 
     name: str
     family: str  # e.g. "static", "bsn", "sanas"
     macs_per_step: float
     matched: float
     correct: float
+    series: str = ""
+    label: str = ""
 
 
 def _save(figure: Figure, path: str | Path) -> Path:
@@ -41,27 +49,40 @@ def plot_cost_accuracy(points: Sequence[ModelPoint], path: str | Path) -> Path:
     figure = Figure(figsize=(7, 4.5))
     axes = figure.subplots()
     markers = {"static": "s", "bsn": "^", "sanas": "o"}
-    for family in dict.fromkeys(p.family for p in points):
-        chosen = sorted((p for p in points if p.family == family), key=lambda p: p.macs_per_step)
-        macs = [p.macs_per_step for p in chosen]
-        marker = markers.get(family, "D")
-        axes.plot(macs, [p.correct for p in chosen], marker=marker, label=f"{family}: correct")
-        axes.plot(
-            macs,
-            [p.matched for p in chosen],
-            marker=marker,
-            linestyle=":",
-            alpha=0.6,
-            label=f"{family}: matched",
-        )
-        for p in chosen:
-            axes.annotate(
-                p.name,
-                (p.macs_per_step, p.correct),
-                fontsize=7,
-                textcoords="offset points",
-                xytext=(3, 3),
+    for index, family in enumerate(dict.fromkeys(p.family for p in points)):
+        color, marker = f"C{index}", markers.get(family, "D")
+        members = [p for p in points if p.family == family]
+        for number, series in enumerate(dict.fromkeys(p.series for p in members)):
+            chosen = sorted((p for p in members if p.series == series), key=_cost)
+            macs = [p.macs_per_step for p in chosen]
+            first = number == 0  # one legend entry per family
+            axes.plot(
+                macs,
+                [p.correct for p in chosen],
+                marker=marker,
+                color=color,
+                label=f"{family}: correct" if first else None,
             )
+            axes.plot(
+                macs,
+                [p.matched for p in chosen],
+                marker=marker,
+                color=color,
+                linestyle=":",
+                alpha=0.5,
+                label=f"{family}: matched" if first else None,
+            )
+            for p in chosen:
+                text = p.label if series else p.name
+                if series and p is chosen[-1]:
+                    text = f"{series} {p.label}".strip()
+                axes.annotate(
+                    text,
+                    (p.macs_per_step, p.correct),
+                    fontsize=7,
+                    textcoords="offset points",
+                    xytext=(3, 3),
+                )
     axes.set_xscale("log")
     axes.set_xlabel("MACs per step (200 ms)")
     axes.set_ylabel("% of ground-truth words")
@@ -69,6 +90,10 @@ def plot_cost_accuracy(points: Sequence[ModelPoint], path: str | Path) -> Path:
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=7)
     return _save(figure, path)
+
+
+def _cost(point: ModelPoint) -> float:
+    return point.macs_per_step
 
 
 def plot_cost_per_class(

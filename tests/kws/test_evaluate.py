@@ -13,6 +13,7 @@ from sanas.kws.experiment import (
     RunSpec,
     default_specs,
     format_table,
+    reference_names,
     run_experiment,
     target_verdict,
 )
@@ -156,6 +157,20 @@ def test_the_target_point_is_chosen_on_validation_and_judged_on_test() -> None:
     assert target_verdict([base, best_on_test, best_on_val]).startswith("target met: SANAS b")
     assert target_verdict([base, too_costly]) is None
     assert target_verdict([best_on_val]) is None
+    # trained longer, the baseline is better on validation: it becomes the reference
+    longer = _row("+ shortcuts, 25 epochs", "static", (35, 25), (40, 30), 100.0)
+    verdict = target_verdict([base, longer, best_on_val], references=reference_names((25,)))
+    assert verdict is not None and verdict.startswith("target missed: SANAS b")
+    assert verdict.endswith("+ shortcuts, 25 epochs (35.0/25.0)")
+
+
+def test_default_specs_add_longer_trained_baselines() -> None:
+    specs = default_specs(lams=(), sanas_budgets=(), baseline_epochs=(25, 40))
+    longer = [s for s in specs if s.name in reference_names((25, 40))[1:]]
+    assert [(s.name, s.fields["epochs"]) for s in longer] == [
+        ("+ shortcuts, 25 epochs", 25),
+        ("+ shortcuts, 40 epochs", 40),
+    ]
 
 
 def test_a_run_cannot_start_from_a_run_the_experiment_lacks(tmp_path: Path) -> None:

@@ -23,6 +23,12 @@ def test_speech_steps_are_windows_overlapping_a_word() -> None:
     assert speech_steps(times, [1900.0], 800).tolist() == [False] * 3 + [True, True, False]
 
 
+def test_controller_thresholds_need_a_sanas_model() -> None:
+    model = build_kws_model("static-shortcuts", channels=2).eval()
+    with pytest.raises(ValueError, match="architecture thresholds need a SANAS model"):
+        oracle_gating(model, kws_task("12").labels, "x.wav", "y.txt", architecture_thresholds=[0.1])
+
+
 def test_a_tier_naming_unknown_nodes_is_refused() -> None:
     net = build_kws_model("sanas", channels=2).net
     with pytest.raises(ValueError, match="conv_9"):
@@ -43,10 +49,17 @@ def test_oracle_mixes_lie_between_the_cheap_tier_and_the_expensive_one(
             tmp_path / "stream.wav",
             tmp_path / "labels.txt",
             min_overlaps_ms=(0.0, 800.0),
+            architecture_thresholds=(0.5, 0.01),
         )
     }
     oracles = ["oracle conv_0/cheap", "oracle full/cheap"]
-    assert list(scores) == ["cheap", "conv_0", "full", *oracles, *(f"{o} >800ms" for o in oracles)]
+    gates = [*oracles, *(f"{o} >800ms" for o in oracles)]
+    controller = ["controller τ=0.5", "controller τ=0.01"]
+    assert list(scores) == ["cheap", "conv_0", "full", *gates, *controller]
+    assert scores["oracle full/cheap >800ms"].family == "oracle full/cheap"
+    # the untrained controller leans on (p ≈ 0.95): every node on at either threshold
+    assert scores["controller τ=0.01"].macs_per_step == scores["full"].macs_per_step
+    assert model.architecture_threshold == 0.5  # restored
     strict = scores["oracle full/cheap >800ms"].macs_per_step
     assert scores["cheap"].macs_per_step < strict < scores["oracle full/cheap"].macs_per_step
     assert scores["cheap"].macs_per_step == 519_168  # method.md §4's cheapest path
