@@ -684,12 +684,22 @@ def _what_is_computed(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+def _resolved_paths(values: dict[str, Any]) -> dict[str, Any]:
+    """Input folders as absolute paths: a relative and an absolute spelling of the same
+    folder are the same run."""
+    for name in ("data", "init_from"):
+        if values.get(name):
+            values[name] = str(Path(values[name]).resolve())
+    return values
+
+
 def _check_resumable(run_dir: Path, config: TrainConfig) -> None:
     """Refuse to resume a folder that holds a run of another configuration."""
     # Fields added since the run was written take their defaults (what the run did).
     saved_config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    saved = _what_is_computed(saved_config.to_dict())
-    current = _what_is_computed(config.to_dict())
+    saved, current = (
+        _what_is_computed(_resolved_paths(c.to_dict())) for c in (saved_config, config)
+    )
     changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
     changed = [k for k in changed if k not in RESUMABLE_CHANGES]
     if changed:

@@ -140,9 +140,11 @@ def test_resuming_another_configuration_is_refused(tone_data: Path, tmp_path: Pa
     # A static model ignores the search's fields: changing them resumes the same run.
     search = {"lam": 3.0, "warmup_epochs": 1, "options": {"baseline": "ema_class"}}
     assert len(train(tiny(tone_data, tmp_path / "run", model="static", **search)).history) == 2
-    # A run folder moved elsewhere resumes there (its saved ``out`` is the old path).
+    # A run folder moved elsewhere resumes there (its saved ``out`` is the old path), and
+    # the data folder may be spelled relative to the working directory.
     shutil.move(tmp_path / "run", tmp_path / "moved")
-    moved = train(tiny(tone_data, tmp_path / "moved", epochs=3, model="static", **search))
+    relative = os.path.relpath(tone_data)
+    moved = train(tiny(Path(relative), tmp_path / "moved", epochs=3, model="static", **search))
     assert [row["epoch"] for row in moved.history] == [1, 2, 3]
 
 
