@@ -320,6 +320,7 @@ def run_experiment(
     architecture_thresholds: tuple[float, ...] = (0.5,),
     held_budget: float | None = None,
     references: Sequence[str] = ("+ shortcuts",),
+    target_fraction: float = 0.2,
     echo: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Train and evaluate every spec; write ``table.csv``, ``table.json`` and figures in ``out``.
@@ -328,8 +329,9 @@ def run_experiment(
     controller (:class:`~sanas.kws.sanas_model.SANASKWS`), each a row and a candidate of
     :func:`target_verdict`, which chooses among them on the validation stream;
     ``held_budget``: each holds that mean MACs per step on the streams
-    (:class:`~sanas.kws.streaming.GovernedPolicy`). ``references``: the static runs the
-    target is judged against (:func:`target_verdict`).
+    (:class:`~sanas.kws.streaming.GovernedPolicy`). ``references`` and
+    ``target_fraction``: the static runs the target is judged against and the share of
+    their MACs it allows (:func:`target_verdict`).
 
     Runs resume where they stopped (rerun the same call after an interruption). A run
     with ``start_from`` starts once that run has ended. Each run is reported through
@@ -414,7 +416,7 @@ def run_experiment(
     if failures:
         raise RuntimeError("experiment runs failed: " + "; ".join(failures))
     rows.sort(key=lambda r: (FAMILIES.index(r["family"]), r["macs_per_step"]))
-    _write_outputs(rows, out, references)
+    _write_outputs(rows, out, references, target_fraction)
     return rows
 
 
@@ -422,13 +424,15 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in ".-" else "_" for c in name).strip("_")
 
 
-def _write_outputs(rows: list[dict[str, Any]], out: Path, references: Sequence[str]) -> None:
+def _write_outputs(
+    rows: list[dict[str, Any]], out: Path, references: Sequence[str], target_fraction: float
+) -> None:
     with open(out / "table.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     (out / "table.json").write_text(json.dumps(rows, indent=2))
-    verdict = target_verdict(rows, references)
+    verdict = target_verdict(rows, references, target_fraction)
     (out / "table.txt").write_text(format_table(rows) + (f"\n{verdict}" if verdict else "") + "\n")
     plot_cost_accuracy(
         [
