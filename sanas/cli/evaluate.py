@@ -87,7 +87,7 @@ def _plots(result: StreamEvaluation, wav: Path, labels: Path, folder: Path) -> N
         log_mel,
         run.times_ms[shown],
         run.macs_window[shown],
-        run.architectures[shown] > 0,
+        result.computed[shown],
         result.node_names,
         [(d.label, d.time_ms) for d in result.detections if d.time_ms < end_ms],
         [(w, t) for w, t in read_stream_labels(labels) if t < end_ms],

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,8 @@ class StreamEvaluation:
     curve: list[CurvePoint]
     seconds: float
     duration_s: float
-    node_names: tuple[str, ...] = field(default=())
+    node_names: tuple[str, ...]
+    computed: np.ndarray  # (steps, node_names) booleans: the node was on a live path
 
     @property
     def macs_per_step(self) -> float:
@@ -145,7 +146,16 @@ def evaluate_model_on_stream(
         seconds=seconds,
         duration_s=duration_ms / 1000.0,
         node_names=model.net.stochastic_names,
+        computed=_computed_nodes(model, run.architectures),
     )
+
+
+def _computed_nodes(model: KWSModel, architectures: np.ndarray) -> np.ndarray:
+    """(steps, stochastic nodes) booleans: the chosen nodes that lie on a live path (a
+    node switched on without one costs nothing and is not computed)."""
+    net = model.net
+    used = net.used(torch.as_tensor(architectures), len(architectures))
+    return used[:, [net.index[name] for name in net.stochastic_names]].numpy()
 
 
 def evaluate_run(

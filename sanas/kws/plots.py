@@ -4,7 +4,7 @@
   paper's Figure 5).
 - :func:`plot_cost_per_class`: mean MACs per step of each class along training (Figure 6:
   silence should become cheap and keywords expensive).
-- :func:`plot_stream_timeline`: a stream's spectrogram, per-step MACs and chosen nodes,
+- :func:`plot_stream_timeline`: a stream's spectrogram, per-step MACs and computed nodes,
   detections and ground truth.
 """
 
@@ -125,7 +125,8 @@ def plot_stream_timeline(
     ground_truth: Sequence[tuple[str, float]],
     path: str | Path,
 ) -> Path:
-    """Spectrogram (frames × bins at 10 ms), per-step MACs, chosen nodes, words and detections.
+    """Spectrogram (frames × bins at 10 ms), per-step MACs, the nodes computed at each step
+    (``used``, steps × ``node_names``), words and detections.
 
     Step times are window *starts* (TensorFlow's convention); each step covers 1 s.
     """
@@ -161,5 +162,5 @@ def plot_stream_timeline(
     )
     nodes_ax.set_yticks(range(len(node_names)), node_names, fontsize=7)
     nodes_ax.set_xlabel("time (s)")
-    nodes_ax.set_ylabel("used nodes")
+    nodes_ax.set_ylabel("computed nodes")
     return _save(figure, path)
