@@ -106,7 +106,9 @@ def stream(
     """Run a trained model over a recording and print its detections as they would fire.
 
     Each line: the time of the detected word, its label and score, then the compute
-    spent. Example: `sanas stream runs/sanas --wav stream/stream.wav`
+    spent. Example: `sanas stream runs/sanas --wav stream/stream.wav`; a SANAS run at an
+    operating point chosen on validation, never above 3.3M MACs per step:
+    `sanas stream runs/sanas --wav stream/stream.wav --arch-threshold 0.05 --hold-budget 3.3e6`
     """
     from sanas.kws.data.audio import read_wav
     from sanas.kws.data.speech_commands import kws_task
