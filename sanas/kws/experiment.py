@@ -177,21 +177,19 @@ def _train_and_evaluate(
     result = train(config)
     if spec.family != "sanas":
         return [_row(spec.name, spec.family, config.out, out, result)]
-    series = spec.name if len(thresholds) > 1 else ""  # one curve per controller
     held = "" if held_budget is None else f", held {held_budget / 1e6:.3g}M"
+    series = f"{spec.name}{held}" if len(thresholds) > 1 else ""  # one curve per controller
     return [
-        {
-            **_row(
-                f"{spec.name}{'' if t == 0.5 else f' τ={t:g}'}{held}",
-                "sanas",
-                config.out,
-                out,
-                result,
-                t,
-                held_budget,
-            ),
-            "series": f"{spec.name}{held}" if series else "",
-        }
+        _row(
+            f"{spec.name}{'' if t == 0.5 else f' τ={t:g}'}{held}",
+            "sanas",
+            config.out,
+            out,
+            result,
+            t,
+            held_budget,
+            series,
+        )
         for t in thresholds
     ]
 
@@ -204,8 +202,10 @@ def _row(
     result: Any,
     threshold: float | None = None,
     held_budget: float | None = None,
+    series: str = "",
 ) -> dict[str, Any]:
-    """A table row: a trained run's scores on both streams at one operating point."""
+    """A table row: a trained run's scores on both streams at one operating point
+    (``series``: the curve of the figure it belongs to, :class:`ModelPoint`)."""
     train_seconds = sum(epoch["seconds"] for epoch in result.history)  # resumed runs too
     scores, validation = (
         _stream_scores(run, Path(out) / f, threshold, held_budget) for f in STREAM_SPLITS
@@ -213,7 +213,7 @@ def _row(
     return {
         "model": name,
         "family": family,
-        "series": "",
+        "series": series,
         "run": run,
         "architecture_threshold": threshold,
         "held_budget": held_budget,
