@@ -119,7 +119,7 @@ def main() -> None:
     if not specs:
         parser.error(f"--only {args.only!r} matches no model")
     static = build_kws_model("static-shortcuts", channels=args.channels)
-    full_macs = float(static.cost(static.net.used(None, 1))[0])
+    full_macs = float(static.cost.of_architecture(static.net, None)[0])
     rows = run_experiment(
         args.data,
         args.out,

@@ -89,7 +89,7 @@ def main() -> None:
         score = evaluate_model_on_stream(
             model, labels, stream / "stream.wav", stream / "labels.txt"
         ).score
-        macs = float(model.cost(model.net.used(None, 1))[0])
+        macs = float(model.cost.of_architecture(model.net, None)[0])
         points.append(
             ModelPoint(Path(run).name, "static", macs, score.matched_pct, score.correct_pct)
         )

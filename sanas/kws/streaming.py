@@ -214,7 +214,7 @@ def policy_for_model(
                 budget,
                 budget * burst_steps,
                 model.cheapest_architecture.float(),
-                lambda architecture: model.cost(model.net.used(architecture, len(architecture))),
+                lambda architecture: model.cost.of_architecture(model.net, architecture),
             )
             policy = GovernedPolicy(policy, governor)
     elif budget is not None:

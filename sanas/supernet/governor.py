@@ -52,6 +52,7 @@ class BudgetGovernor:
         self.budget = float(budget)
         self.burst = float(burst)
         self.fallback = fallback
+        self.fallback_cost = fallback_cost
         self.cost = cost
 
     def initial_balance(self, batch: int) -> Tensor:
@@ -61,9 +62,10 @@ class BudgetGovernor:
     def enforce(self, architecture: Tensor, balance: Tensor) -> tuple[Tensor, Tensor]:
         """The architectures to run, (batch, S), and the balances after paying for them."""
         available = balance + self.budget
-        affordable = self.cost(architecture).to(torch.float64) <= available
+        wanted = self.cost(architecture).to(torch.float64)
+        affordable = wanted <= available
         architecture = torch.where(
             affordable.unsqueeze(1), architecture, self.fallback.to(architecture)
         )
-        spent = self.cost(architecture).to(torch.float64)
+        spent = torch.where(affordable, wanted, self.fallback_cost)
         return architecture, torch.clamp(available - spent, max=self.burst)
