@@ -58,6 +58,12 @@ def main() -> None:
         "it trains on 90%% of the training speakers, the search is rewarded on the rest",
     )
     parser.add_argument(
+        "--distilled-search-budgets",
+        default="",
+        help="the same searches, the cheapest network learning the full one's posteriors "
+        "(distill_cheapest) instead of the labels",
+    )
+    parser.add_argument(
         "--search-epochs", type=int, default=8, help="epochs of each --search-budgets run"
     )
     parser.add_argument(
@@ -114,6 +120,9 @@ def main() -> None:
         search_budgets,
         args.search_epochs,
         baseline_epochs=baseline_epochs,
+        distilled_search_budgets=tuple(
+            float(v) for v in args.distilled_search_budgets.split(",") if v
+        ),
     )
     specs = [spec for spec in specs if re.search(args.only, spec.name)]
     if not specs:

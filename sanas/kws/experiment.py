@@ -72,6 +72,7 @@ def default_specs(
     search_epochs: int = 8,
     search_holdout: float = 0.1,
     baseline_epochs: tuple[int, ...] = (),
+    distilled_search_budgets: tuple[float, ...] = (),
 ) -> list[RunSpec]:
     """Static baselines, one constrained BSN, SANAS at several λ (linear penalty) and
     SANAS under constrained budgets, in the order they should start (slowest first).
@@ -83,7 +84,9 @@ def default_specs(
     architecture is judged against the full network on the same window (baseline
     ``full_network``), and the judging uses only the ``search_holdout`` share of the
     training speakers, which that network (a static run of its own, "+ shortcuts, search
-    split") never trained on. ``arch_lr``: learning rate of the BSN logits;
+    split") never trained on. ``distilled_search_budgets``: the same searches with
+    ``distill_cheapest`` (the cheapest network learns the full one's posteriors).
+    ``arch_lr``: learning rate of the BSN logits;
     ``controller_lr``: of the SANAS controller (None: as the network's, the reference).
     They differ in kind: a BSN logit is one parameter, while a controller's logit moves
     with every weight of its head. ``baseline_epochs``: static + shortcuts also trained for
@@ -135,11 +138,20 @@ def default_specs(
         )
         for budget in search_budgets
     ]
+    sanas += [
+        RunSpec(
+            f"SANAS ≤{budget / 1e6:g}M searched, distilled",
+            "sanas",
+            constrained("sanas", budget, **searched, distill_cheapest=True),
+            start_from=split,
+        )
+        for budget in distilled_search_budgets
+    ]
     pretrained = [
         RunSpec(split, "static", {"model": "static-shortcuts", "search_holdout": search_holdout})
     ]
     return [
-        *(pretrained if search_budgets else []),
+        *(pretrained if search_budgets or distilled_search_budgets else []),
         *sanas[:1],
         RunSpec("+ shortcuts", "static", {"model": "static-shortcuts"}),
         *(

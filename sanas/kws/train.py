@@ -48,6 +48,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
@@ -69,6 +70,7 @@ from sanas.kws.sanas_model import (
     MODEL_KINDS,
     SANASKWS,
     KWSModel,
+    KWSOutput,
     SANASOptions,
     SequenceObjective,
     build_kws_model,
@@ -93,6 +95,7 @@ SEARCH_FIELDS = frozenset(
         "warmup_epochs",
         "train_full_network",
         "train_cheapest_network",
+        "distill_cheapest",
     }
 )
 
@@ -139,6 +142,11 @@ class TrainConfig:
     cheapest architecture (the sandwich's other end, in → shortcut_0 → classifier): the path
     a budget pushes silence onto is then a trained classifier from the first search step,
     not only once the controller has learned to pick it (costs little: no convolution).
+    ``distill_cheapest`` (with both ends of the sandwich): the cheapest network learns the
+    full network's posteriors on the same windows (detached) instead of the labels, the
+    "in-place distillation" of universally slimmable networks (Yu & Huang, 2019). In a
+    stream the cheap path runs between the expensive steps of a word, and the smoothing
+    averages its posteriors with theirs: it helps most by agreeing with the full network.
     ``init_from``: a run folder whose best weights (super network and input normaliser)
     start this run; the architecture distribution starts fresh. Searching a super network
     that was first trained whole is the usual one-shot NAS recipe: the search then
@@ -185,6 +193,7 @@ class TrainConfig:
     warmup_epochs: int = 0
     train_full_network: bool = False
     train_cheapest_network: bool = False
+    distill_cheapest: bool = False
     init_from: str | None = None
     search_holdout: float = 0.0
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
@@ -236,6 +245,11 @@ class TrainConfig:
             ("train_cheapest_network", self.train_cheapest_network,
              not self.train_cheapest_network or self.searches_architecture,
              "needs a searched model (bsn or sanas)"),
+            ("distill_cheapest", self.distill_cheapest,
+             not self.distill_cheapest
+             or (self.train_full_network and self.train_cheapest_network),
+             "needs train_full_network and train_cheapest_network (the teacher and the "
+             "student)"),
             ("options.baseline", self.options.baseline,
              self.options.baseline != "full_network" or self.train_full_network,
              "'full_network' needs train_full_network (it reads the all-on logits)"),
@@ -863,9 +877,7 @@ def _train_epoch(
             cheapest_network=config.train_cheapest_network,
         )
         loss, stats = objective(out, batch.labels, batch.mask, search=search, teaches=teaches)
-        for extra in (out.full_logits, out.cheapest_logits):
-            if extra is not None:
-                loss = loss + F.cross_entropy(extra[batch.mask], batch.labels[batch.mask])
+        loss = loss + _sandwich_loss(out, batch, config.distill_cheapest)
         search_stats = stats
         if rewards:  # the architecture learns from the held-out speakers only
             held = next(rewards).to(device)
@@ -893,6 +905,20 @@ def _train_epoch(
             for name, p in zip(model.net.stochastic_names, probs, strict=True)
         }
     return row
+
+
+def _sandwich_loss(out: KWSOutput, batch: SequenceBatch, distill: bool) -> Tensor:
+    """Cross-entropy of the sandwich's extra passes (full and cheapest network) on the
+    real steps; ``distill``: the cheapest learns the full network's detached posteriors."""
+    mask, loss = batch.mask, out.logits.new_zeros(())
+    if out.full_logits is not None:
+        loss = loss + F.cross_entropy(out.full_logits[mask], batch.labels[mask])
+    if out.cheapest_logits is not None:
+        target = batch.labels[mask]
+        if distill:
+            target = out.full_logits[mask].detach().softmax(-1)
+        loss = loss + F.cross_entropy(out.cheapest_logits[mask], target)
+    return loss
 
 
 def _held_out_batches(

@@ -187,3 +187,17 @@ def test_searched_runs_start_from_a_static_network_that_never_saw_their_reward_s
     assert searched.fields["options"]["baseline"] == "full_network"
     assert searched.fields["train_full_network"] and searched.fields["train_cheapest_network"]
     assert "+ shortcuts, search split" not in {s.name for s in default_specs()}
+
+
+def test_a_distilled_search_differs_from_its_plain_twin_only_by_distillation() -> None:
+    specs = {
+        s.name: s
+        for s in default_specs(
+            lams=(), sanas_budgets=(), search_budgets=(4e6,), distilled_search_budgets=(4e6,)
+        )
+    }
+    plain, distilled = specs["SANAS ≤4M searched"], specs["SANAS ≤4M searched, distilled"]
+    assert distilled.start_from == plain.start_from == "+ shortcuts, search split"
+    assert {**plain.fields, "distill_cheapest": True} == distilled.fields
+    only_distilled = default_specs(lams=(), sanas_budgets=(), distilled_search_budgets=(4e6,))
+    assert "+ shortcuts, search split" in {s.name for s in only_distilled}

@@ -18,10 +18,12 @@ import yaml
 from typer.testing import CliRunner
 
 from sanas.cli.kws import register
-from sanas.kws.sanas_model import SANASKWS
+from sanas.kws.data.sequences import SequenceBatch
+from sanas.kws.sanas_model import SANASKWS, KWSOutput
 from sanas.kws.train import (
     ConfigError,
     TrainConfig,
+    _sandwich_loss,
     best_epoch,
     load_config,
     load_run,
@@ -121,6 +123,7 @@ def test_config_file_round_trip(tmp_path: Path) -> None:
         ({"options": {"baseline": "batch"}}, "'options.baseline' must be one of"),
         ({"options": {"baseline": "full_network"}}, "'full_network' needs train_full_network"),
         ({"model": "static", "train_cheapest_network": True}, "'train_cheapest_network' needs"),
+        ({"distill_cheapest": True, "train_cheapest_network": True}, "'distill_cheapest' needs"),
         ({"sequence": {"lengths_s": []}}, "'sequence.lengths_s' must be a non-empty list"),
         ({"data": ""}, "'data' is required"),
         ({"limit_train": 0}, "'limit_train' must be >= 1"),
@@ -375,3 +378,36 @@ def test_a_static_model_never_trains_on_the_held_out_speakers(
 
     monkeypatch.setattr("sanas.kws.train._held_out_batches", drawn)
     train(tiny(tone_data, tmp_path / "static", model="static-shortcuts", search_holdout=0.3))
+
+
+def test_distilled_cheapest_network_learns_the_full_networks_posteriors() -> None:
+    full = torch.tensor([[[3.0, 0.0, -1.0], [0.5, 2.0, 0.0]]], requires_grad=True)
+    cheapest = full.detach().clone().requires_grad_(True)  # already agrees with the teacher
+    out = KWSOutput(
+        logits=full,
+        used=torch.ones(1, 2, 1),
+        log_prob=None,
+        cost=torch.zeros(1, 2),
+        probs=None,
+        full_logits=full,
+        cheapest_logits=cheapest,
+    )
+    batch = SequenceBatch(
+        features=torch.zeros(1, 2, 1),
+        labels=torch.tensor([[2, 2]]),  # labels that neither network predicts
+        mask=torch.ones(1, 2, dtype=torch.bool),
+        n_frames=torch.tensor([2]),
+    )
+    _sandwich_loss(out, batch, distill=True).backward()
+    assert cheapest.grad.abs().max() < 1e-6  # nothing left to learn from the teacher
+    teacher_grad = full.grad.clone()
+    full.grad, cheapest.grad = None, None
+    _sandwich_loss(out, batch, distill=False).backward()
+    assert cheapest.grad.abs().max() > 0.1  # the labels disagree
+    assert torch.allclose(full.grad, teacher_grad)  # the teacher only ever learns the labels
+
+
+def test_a_distilled_search_trains(tone_data: Path, tmp_path: Path) -> None:
+    sandwich = {"train_full_network": True, "train_cheapest_network": True}
+    result = train(tiny(tone_data, tmp_path / "run", epochs=1, distill_cheapest=True, **sandwich))
+    assert result.history[-1]["train_loss"] > 0
