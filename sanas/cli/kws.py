@@ -103,7 +103,8 @@ def train_command(
     (constant or cosine), lr_warmup_steps (a linear ramp of the learning
     rate: keeps conv_1 alive), warmup_epochs (network-only epochs before the
     search), train_full_network and train_cheapest_network (also train the
-    all-on and the cheapest network each batch: the sandwich), init_from
+    all-on and the cheapest network each batch: the sandwich), distill_cheapest
+    (that cheapest network learns the all-on one's posteriors), init_from
     (a run whose weights start this one), search_holdout (share of the
     training speakers the network never trains on; the search is rewarded
     on them), normalize_features, weight_decay, seed, channels, dropout,
