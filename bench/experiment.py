@@ -31,6 +31,11 @@ from sanas.kws.sanas_model import build_kws_model
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/speech_commands_subset"
 
 
+def _numbers(text: str, kind: type = float) -> tuple:
+    """The comma-separated numbers of an option ("" gives none)."""
+    return tuple(kind(v) for v in text.split(",") if v)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -105,11 +110,11 @@ def main() -> None:
         "--controller-lr", type=float, default=3e-4, help="lr of the SANAS controller"
     )
     args = parser.parse_args()
-    lams = tuple(float(v) for v in args.lambdas.split(",") if v)
-    budgets = tuple(float(v) for v in args.sanas_budgets.split(",") if v)
-    full_budgets = tuple(float(v) for v in args.full_network_budgets.split(",") if v)
-    search_budgets = tuple(float(v) for v in args.search_budgets.split(",") if v)
-    baseline_epochs = tuple(int(v) for v in args.baseline_epochs.split(",") if v)
+    lams = _numbers(args.lambdas)
+    budgets = _numbers(args.sanas_budgets)
+    full_budgets = _numbers(args.full_network_budgets)
+    search_budgets = _numbers(args.search_budgets)
+    baseline_epochs = _numbers(args.baseline_epochs, int)
     specs = default_specs(
         lams,
         args.bsn_budget,
@@ -120,9 +125,7 @@ def main() -> None:
         search_budgets,
         args.search_epochs,
         baseline_epochs=baseline_epochs,
-        distilled_search_budgets=tuple(
-            float(v) for v in args.distilled_search_budgets.split(",") if v
-        ),
+        distilled_search_budgets=_numbers(args.distilled_search_budgets),
     )
     specs = [spec for spec in specs if re.search(args.only, spec.name)]
     if not specs:
@@ -137,7 +140,7 @@ def main() -> None:
         channels=args.channels,
         minutes=args.minutes,
         jobs=args.jobs,
-        architecture_thresholds=tuple(float(v) for v in args.arch_thresholds.split(",") if v),
+        architecture_thresholds=_numbers(args.arch_thresholds),
         held_budget=None if args.hold_fraction is None else args.hold_fraction * full_macs,
         references=reference_names(baseline_epochs),
         target_fraction=args.target_fraction,

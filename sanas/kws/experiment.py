@@ -129,23 +129,19 @@ def default_specs(
         **controller,
     }
     split = "+ shortcuts, search split"
+    variants = (
+        (search_budgets, "", {}),
+        (distilled_search_budgets, ", distilled", {"distill_cheapest": True}),
+    )
     sanas += [
         RunSpec(
-            f"SANAS ≤{budget / 1e6:g}M searched",
+            f"SANAS ≤{budget / 1e6:g}M searched{suffix}",
             "sanas",
-            constrained("sanas", budget, **searched),
+            constrained("sanas", budget, **searched, **extra),
             start_from=split,
         )
-        for budget in search_budgets
-    ]
-    sanas += [
-        RunSpec(
-            f"SANAS ≤{budget / 1e6:g}M searched, distilled",
-            "sanas",
-            constrained("sanas", budget, **searched, distill_cheapest=True),
-            start_from=split,
-        )
-        for budget in distilled_search_budgets
+        for budgets, suffix, extra in variants
+        for budget in budgets
     ]
     pretrained = [
         RunSpec(split, "static", {"model": "static-shortcuts", "search_holdout": search_holdout})

@@ -910,13 +910,11 @@ def _train_epoch(
 def _sandwich_loss(out: KWSOutput, batch: SequenceBatch, distill: bool) -> Tensor:
     """Cross-entropy of the sandwich's extra passes (full and cheapest network) on the
     real steps; ``distill``: the cheapest learns the full network's detached posteriors."""
-    mask, loss = batch.mask, out.logits.new_zeros(())
+    mask, labels, loss = batch.mask, batch.labels[batch.mask], out.logits.new_zeros(())
     if out.full_logits is not None:
-        loss = loss + F.cross_entropy(out.full_logits[mask], batch.labels[mask])
+        loss = loss + F.cross_entropy(out.full_logits[mask], labels)
     if out.cheapest_logits is not None:
-        target = batch.labels[mask]
-        if distill:
-            target = out.full_logits[mask].detach().softmax(-1)
+        target = out.full_logits[mask].detach().softmax(-1) if distill else labels
         loss = loss + F.cross_entropy(out.cheapest_logits[mask], target)
     return loss
 
