@@ -69,6 +69,12 @@ def main() -> None:
         "(distill_cheapest) instead of the labels",
     )
     parser.add_argument(
+        "--conv-0-search-budgets",
+        default="",
+        help="the same searches, the conv_0 tier (conv_0 → shortcut_1, no conv_1) trained "
+        "as a path of its own (train_paths), in the search and in its pretraining",
+    )
+    parser.add_argument(
         "--search-epochs", type=int, default=8, help="epochs of each --search-budgets run"
     )
     parser.add_argument(
@@ -126,6 +132,7 @@ def main() -> None:
         args.search_epochs,
         baseline_epochs=baseline_epochs,
         distilled_search_budgets=_numbers(args.distilled_search_budgets),
+        conv_0_search_budgets=_numbers(args.conv_0_search_budgets),
     )
     specs = [spec for spec in specs if re.search(args.only, spec.name)]
     if not specs:

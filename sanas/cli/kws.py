@@ -104,8 +104,11 @@ def train_command(
     rate: keeps conv_1 alive), warmup_epochs (network-only epochs before the
     search), train_full_network and train_cheapest_network (also train the
     all-on and the cheapest network each batch: the sandwich), distill_cheapest
-    (that cheapest network learns the all-on one's posteriors), init_from
-    (a run whose weights start this one), search_holdout (share of the
+    (that cheapest network learns the all-on one's posteriors), train_paths
+    (architectures also trained each batch, each a list of the nodes it
+    switches on, e.g. [[in, conv_0, shortcut_0, shortcut_1, features,
+    classifier]]: the conv_0 tier), init_from (a run whose weights start
+    this one), search_holdout (share of the
     training speakers the network never trains on; the search is rewarded
     on them), normalize_features, weight_decay, seed, channels, dropout,
     shared_convs, device, threads, workers, sequence (lengths_s, multi_word,

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sanas.kws.models import KWS_TIERS
 from sanas.kws.plots import ModelPoint, plot_cost_accuracy, plot_cost_per_class
 from sanas.kws.sanas_model import SANASOptions
 from sanas.kws.streaming_metrics import CurvePoint, plot_fa_fr_curve
@@ -73,6 +74,7 @@ def default_specs(
     search_holdout: float = 0.1,
     baseline_epochs: tuple[int, ...] = (),
     distilled_search_budgets: tuple[float, ...] = (),
+    conv_0_search_budgets: tuple[float, ...] = (),
 ) -> list[RunSpec]:
     """Static baselines, one constrained BSN, SANAS at several λ (linear penalty) and
     SANAS under constrained budgets, in the order they should start (slowest first).
@@ -86,6 +88,9 @@ def default_specs(
     training speakers, which that network (a static run of its own, "+ shortcuts, search
     split") never trained on. ``distilled_search_budgets``: the same searches with
     ``distill_cheapest`` (the cheapest network learns the full one's posteriors).
+    ``conv_0_search_budgets``: the same searches with the conv_0 tier trained as a path
+    of its own (``train_paths``), in the search and in its pretraining ("+ shortcuts,
+    search split, conv_0 path").
     ``arch_lr``: learning rate of the BSN logits;
     ``controller_lr``: of the SANAS controller (None: as the network's, the reference).
     They differ in kind: a BSN logit is one parameter, while a controller's logit moves
@@ -129,25 +134,30 @@ def default_specs(
         **controller,
     }
     split = "+ shortcuts, search split"
+    conv_0_path = {"train_paths": [sorted(KWS_TIERS["conv_0"])]}
     variants = (
-        (search_budgets, "", {}),
-        (distilled_search_budgets, ", distilled", {"distill_cheapest": True}),
+        (search_budgets, "", {}, split),
+        (distilled_search_budgets, ", distilled", {"distill_cheapest": True}, split),
+        (conv_0_search_budgets, ", conv_0 path", conv_0_path, f"{split}, conv_0 path"),
     )
     sanas += [
         RunSpec(
             f"SANAS ≤{budget / 1e6:g}M searched{suffix}",
             "sanas",
             constrained("sanas", budget, **searched, **extra),
-            start_from=split,
+            start_from=start,
         )
-        for budgets, suffix, extra in variants
+        for budgets, suffix, extra, start in variants
         for budget in budgets
     ]
+    static_split = {"model": "static-shortcuts", "search_holdout": search_holdout}
     pretrained = [
-        RunSpec(split, "static", {"model": "static-shortcuts", "search_holdout": search_holdout})
+        RunSpec(start, "static", {**static_split, **extra})
+        for start, extra in ((split, {}), (f"{split}, conv_0 path", conv_0_path))
+        if any(budgets for budgets, _, _, source in variants if source == start)
     ]
     return [
-        *(pretrained if search_budgets or distilled_search_budgets else []),
+        *pretrained,
         *sanas[:1],
         RunSpec("+ shortcuts", "static", {"model": "static-shortcuts"}),
         *(

@@ -14,6 +14,16 @@ from sanas.supernet.graph import Node, SuperNetwork
 
 INPUT_SHAPE = (1, 101, 40)
 FEATURES_DIM = 128
+# Used sets of cnn-trad-fpool3 + shortcuts, one per cost tier (method.md §4): the cheapest
+# path, conv_0 without conv_1, and every node.
+KWS_TIERS: dict[str, frozenset[str]] = {
+    "cheap": frozenset({"in", "shortcut_0", "features", "classifier"}),
+    "conv_0": frozenset({"in", "conv_0", "shortcut_0", "shortcut_1", "features", "classifier"}),
+    "full": frozenset(
+        {"in", "conv_0", "conv_1", "lin_0", "lin_1", "features", "classifier"}
+        | {f"shortcut_{i}" for i in range(4)}
+    ),
+}
 
 
 def _dense(

@@ -24,20 +24,11 @@ import torch
 
 from sanas.kws.data.audio import SAMPLE_RATE, read_wav
 from sanas.kws.data.stream_file import read_stream_labels
+from sanas.kws.models import KWS_TIERS
 from sanas.kws.sanas_model import SANASKWS, KWSModel
 from sanas.kws.streaming import FixedPolicy, StreamRun, engine_for_model
 from sanas.kws.streaming_metrics import DetectionConfig, evaluate_stream
-from sanas.supernet.graph import SuperNetwork
 
-# Used sets of cnn-trad-fpool3 + shortcuts: its cost tiers (method.md §4).
-KWS_TIERS: dict[str, frozenset[str]] = {
-    "cheap": frozenset({"in", "shortcut_0", "features", "classifier"}),
-    "conv_0": frozenset({"in", "conv_0", "shortcut_0", "shortcut_1", "features", "classifier"}),
-    "full": frozenset(
-        {"in", "conv_0", "conv_1", "lin_0", "lin_1", "features", "classifier"}
-        | {f"shortcut_{i}" for i in range(4)}
-    ),
-}
 WINDOW_MS = 1000.0
 CLIP_MS = 1000.0
 
@@ -55,14 +46,6 @@ class PolicyScore:
     wrong: float
     false_alarm: float
     macs_per_step: float
-
-
-def architecture_of(net: SuperNetwork, used: frozenset[str]) -> torch.Tensor:
-    """The {0,1} architecture over ``net``'s stochastic nodes that switches on ``used``."""
-    unknown = used - set(net.nodes) - {net.input_name}
-    if unknown:
-        raise ValueError(f"tier names nodes the network does not have: {sorted(unknown)}")
-    return torch.tensor([float(name in used) for name in net.stochastic_names])
 
 
 def speech_steps(
@@ -104,7 +87,7 @@ def oracle_gating(
     duration_ms = 1000.0 * len(audio) / SAMPLE_RATE
     runs: dict[str, StreamRun] = {}
     for name, used in tiers.items():
-        engine = engine_for_model(model, policy=FixedPolicy(architecture_of(model.net, used)))
+        engine = engine_for_model(model, policy=FixedPolicy(model.net.architecture_of(used)))
         with torch.inference_mode():
             runs[name] = engine.run(audio)
     times = runs[cheap].times_ms

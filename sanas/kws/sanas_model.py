@@ -134,7 +134,8 @@ class KWSOutput:
     the architectures were drawn from (``None`` for static models); ``full_logits``
     (B, T, C) the logits with every node on, when asked for (``full_network=True``);
     ``cheapest_logits`` (B, T, C) those of the cheapest architecture
-    (``cheapest_network=True``).
+    (``cheapest_network=True``); ``path_logits`` (K, B, T, C) those of K architectures
+    fixed in advance (``paths``).
     """
 
     logits: Tensor
@@ -144,6 +145,7 @@ class KWSOutput:
     probs: Tensor | None
     full_logits: Tensor | None = None
     cheapest_logits: Tensor | None = None
+    path_logits: Tensor | None = None
 
 
 def frames_for(steps: int) -> int:
@@ -287,6 +289,7 @@ class KWSModel(nn.Module):
         mask: Tensor | None = None,
         full_network: bool = False,
         cheapest_network: bool = False,
+        paths: Tensor | None = None,
     ) -> KWSOutput:
         """Run every window of (B, frames, 40) raw ``features`` (normalised here by
         ``input_norm``).
@@ -298,6 +301,8 @@ class KWSModel(nn.Module):
         architecture distribution (what training the full network alongside the search
         uses); both passes share the convolutions, computed once. ``cheapest_network``:
         likewise the logits of the cheapest architecture (the other end of the sandwich).
+        ``paths`` (K, S): likewise the logits of each of these architectures (what training
+        chosen paths beside the sampled ones uses, e.g. a cost tier between the two ends).
         """
         features = self.input_norm(features)
         trunks = self.shared_trunks(features, mask)
@@ -307,6 +312,13 @@ class KWSModel(nn.Module):
         if cheapest_network:
             output.cheapest_logits = self.run_windows(
                 features, self.cheapest(features), mask, trunks
+            )
+        if paths is not None:
+            output.path_logits = torch.stack(
+                [
+                    self.run_windows(features, self._everywhere(features, p), mask, trunks)
+                    for p in paths
+                ]
             )
         return output
 

@@ -320,6 +320,22 @@ class SuperNetwork(nn.Module):
         sizes = torch.where(cheapest, used.sum(-1), used.shape[1] + 1)
         return architectures[int(sizes.argmin())]
 
+    def architecture_of(self, on: Iterable[str]) -> Tensor:
+        """The (S,) {0,1} architecture that switches on the nodes named in ``on`` (nodes
+        that are not stochastic are on anyway) and every other stochastic node off.
+
+        Raises :class:`GraphError` for a name the graph lacks or a set that reaches no
+        output (it would compute nothing).
+        """
+        names = set(on)
+        unknown = sorted(names - set(self.order))
+        if unknown:
+            raise GraphError(f"no node named {unknown}; nodes: {', '.join(self.order)}")
+        architecture = torch.tensor([float(name in names) for name in self.stochastic_names])
+        if not self.used(architecture)[0, self.index[self.output_name]]:
+            raise GraphError(f"the nodes {sorted(names)} reach no path to '{self.output_name}'")
+        return architecture
+
     def used_names(self, used_row: Tensor) -> frozenset[str]:
         """Names of the used nodes of one architecture (a row of :meth:`used`)."""
         return frozenset(

@@ -17,6 +17,7 @@ from sanas.kws.experiment import (
     run_experiment,
     target_verdict,
 )
+from sanas.kws.models import KWS_TIERS
 
 
 def test_experiment_trains_evaluates_and_writes_table_and_figures(
@@ -187,6 +188,22 @@ def test_searched_runs_start_from_a_static_network_that_never_saw_their_reward_s
     assert searched.fields["options"]["baseline"] == "full_network"
     assert searched.fields["train_full_network"] and searched.fields["train_cheapest_network"]
     assert "+ shortcuts, search split" not in {s.name for s in default_specs()}
+
+
+def test_a_conv_0_path_search_starts_from_a_network_that_trained_that_path_too() -> None:
+    specs = {
+        s.name: s
+        for s in default_specs(
+            lams=(), sanas_budgets=(), search_budgets=(4e6,), conv_0_search_budgets=(4e6,)
+        )
+    }
+    plain, conv_0 = specs["SANAS ≤4M searched"], specs["SANAS ≤4M searched, conv_0 path"]
+    path = [sorted(KWS_TIERS["conv_0"])]
+    assert {**plain.fields, "train_paths": path} == conv_0.fields
+    source, plain_source = specs[conv_0.start_from], specs[plain.start_from]
+    assert {**plain_source.fields, "train_paths": path} == source.fields
+    only_conv_0 = {s.name for s in default_specs(lams=(), conv_0_search_budgets=(4e6,))}
+    assert "+ shortcuts, search split" not in only_conv_0
 
 
 def test_a_distilled_search_differs_from_its_plain_twin_only_by_distillation() -> None:

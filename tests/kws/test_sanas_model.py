@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from sanas.kws.data.sequences import IGNORE_INDEX
+from sanas.kws.models import KWS_TIERS
 from sanas.kws.sanas_model import (
     KWSOutput,
     SANASOptions,
@@ -342,6 +343,23 @@ def test_cheapest_network_logits_are_those_of_the_cheapest_path() -> None:
     expected = model.run_windows(model.input_norm(features), cheap)
     assert torch.allclose(output.cheapest_logits, expected, atol=1e-6)
     assert model(features).cheapest_logits is None
+
+
+def test_path_logits_are_those_of_each_fixed_architecture() -> None:
+    model = small("sanas").eval()
+    features = torch.randn(2, FRAMES, 40)
+    tiers = [KWS_TIERS["conv_0"], KWS_TIERS["full"]]
+    paths = torch.stack([model.net.architecture_of(tier) for tier in tiers])
+    output = model(features, paths=paths)
+    assert output.path_logits.shape == (2, *output.logits.shape)
+    for logits, tier, path in zip(output.path_logits, tiers, paths, strict=True):
+        used = model.net.used(path)[0]
+        assert model.net.used_names(used) == tier
+        expected = model.run_windows(
+            model.input_norm(features), used.expand(*output.logits.shape[:2], -1)
+        )
+        assert torch.allclose(logits, expected, atol=1e-6)
+    assert model(features).path_logits is None
 
 
 def test_full_network_baseline_judges_each_step_against_the_full_network_there() -> None:

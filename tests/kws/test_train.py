@@ -13,16 +13,19 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 import typer
 import yaml
 from typer.testing import CliRunner
 
 from sanas.cli.kws import register
-from sanas.kws.data.sequences import SequenceBatch
+from sanas.kws.data.sequences import SequenceBatch, collate_sequences
+from sanas.kws.models import KWS_TIERS
 from sanas.kws.sanas_model import SANASKWS, KWSOutput
 from sanas.kws.train import (
     ConfigError,
     TrainConfig,
+    _datasets,
     _sandwich_loss,
     best_epoch,
     load_config,
@@ -125,6 +128,7 @@ def test_config_file_round_trip(tmp_path: Path) -> None:
         ({"model": "static", "train_cheapest_network": True}, "'train_cheapest_network' needs"),
         ({"distill_cheapest": True, "train_cheapest_network": True}, "'distill_cheapest' needs"),
         ({"sequence": {"lengths_s": []}}, "'sequence.lengths_s' must be a non-empty list"),
+        ({"train_paths": [[]]}, "'train_paths' must be a non-empty list"),
         ({"data": ""}, "'data' is required"),
         ({"limit_train": 0}, "'limit_train' must be >= 1"),
     ],
@@ -405,6 +409,25 @@ def test_distilled_cheapest_network_learns_the_full_networks_posteriors() -> Non
     _sandwich_loss(out, batch, distill=False).backward()
     assert cheapest.grad.abs().max() > 0.1  # the labels disagree
     assert torch.allclose(full.grad, teacher_grad)  # the teacher only ever learns the labels
+
+
+def test_trained_paths_learn_the_labels_beside_the_model(tone_data: Path, tmp_path: Path) -> None:
+    conv_0 = sorted(KWS_TIERS["conv_0"])
+    run = {"model": "static-shortcuts", "epochs": 2, "lr": 3e-3}
+    train(tiny(tone_data, tmp_path / "plain", **run))
+    train(tiny(tone_data, tmp_path / "paths", train_paths=[conv_0], **run))
+    val = _datasets(tiny(tone_data, tmp_path / "plain", **run)).val
+    batch = collate_sequences([val[i] for i in range(len(val))])
+    losses = {}
+    for name in ("plain", "paths"):
+        model, _ = load_run(tmp_path / name, which="last")
+        path = model.net.architecture_of(conv_0).unsqueeze(0)
+        with torch.no_grad():
+            logits = model(batch.features, batch.mask, paths=path).path_logits[0]
+        losses[name] = float(F.cross_entropy(logits[batch.mask], batch.labels[batch.mask]))
+    assert losses["paths"] < 0.7 * losses["plain"]  # the conv_0 tier became a classifier
+    with pytest.raises(ConfigError, match=r"'train_paths': no node named \['conv_9'\]"):
+        train(tiny(tone_data, tmp_path / "bad", train_paths=[["in", "conv_9", "classifier"]]))
 
 
 def test_a_distilled_search_trains(tone_data: Path, tmp_path: Path) -> None:

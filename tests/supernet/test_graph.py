@@ -108,6 +108,27 @@ def test_architecture_of_wrong_width_is_rejected_with_the_node_names() -> None:
         diamond().used(torch.ones(2, 3), 2)
 
 
+def test_architecture_of_switches_on_exactly_the_named_nodes() -> None:
+    net = diamond()
+    architecture = net.architecture_of(["in", "a", "c", "e", "out"])
+    assert architecture.tolist() == [1.0, 0.0, 1.0, 0.0, 1.0, 1.0]  # a b c d e out
+    assert net.used_names(net.used(architecture)[0]) == {"in", "a", "c", "e", "out"}
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        (["in", "a", "ghost", "out"], r"no node named \['ghost'\]"),
+        (["in", "a", "c", "out"], "reach no path to 'out'"),
+    ],
+)
+def test_architecture_of_refuses_unknown_names_and_dead_ends(
+    names: list[str], message: str
+) -> None:
+    with pytest.raises(GraphError, match=message):
+        diamond().architecture_of(names)
+
+
 def test_fixed_nodes_are_always_on() -> None:
     nodes = [Node("a", ["in"], dense(4, 4)), Node("out", ["a"], nn.Linear(4, 2), stochastic=False)]
     net = SuperNetwork("in", (4,), nodes, output="out")
