@@ -190,13 +190,14 @@ def test_searched_runs_start_from_a_static_network_that_never_saw_their_reward_s
     assert "+ shortcuts, search split" not in {s.name for s in default_specs()}
 
 
+def _searches(**variant: tuple[float, ...]) -> dict[str, RunSpec]:
+    """The specs of a plain ≤4M search and of ``variant``'s, by name."""
+    specs = default_specs(lams=(), sanas_budgets=(), search_budgets=(4e6,), **variant)
+    return {spec.name: spec for spec in specs}
+
+
 def test_a_conv_0_path_search_starts_from_a_network_that_trained_that_path_too() -> None:
-    specs = {
-        s.name: s
-        for s in default_specs(
-            lams=(), sanas_budgets=(), search_budgets=(4e6,), conv_0_search_budgets=(4e6,)
-        )
-    }
+    specs = _searches(conv_0_search_budgets=(4e6,))
     plain, conv_0 = specs["SANAS ≤4M searched"], specs["SANAS ≤4M searched, conv_0 path"]
     path = [sorted(KWS_TIERS["conv_0"])]
     assert {**plain.fields, "train_paths": path} == conv_0.fields
@@ -207,12 +208,7 @@ def test_a_conv_0_path_search_starts_from_a_network_that_trained_that_path_too()
 
 
 def test_a_distilled_search_differs_from_its_plain_twin_only_by_distillation() -> None:
-    specs = {
-        s.name: s
-        for s in default_specs(
-            lams=(), sanas_budgets=(), search_budgets=(4e6,), distilled_search_budgets=(4e6,)
-        )
-    }
+    specs = _searches(distilled_search_budgets=(4e6,))
     plain, distilled = specs["SANAS ≤4M searched"], specs["SANAS ≤4M searched, distilled"]
     assert distilled.start_from == plain.start_from == "+ shortcuts, search split"
     assert {**plain.fields, "distill_cheapest": True} == distilled.fields
