@@ -4,6 +4,8 @@ For each run: every fixed cost tier of its super network (cheap 0.52M path, conv
 full network) scored on a stream, and each expensive tier gated by the ground truth (on
 steps whose window overlaps a word, the cheap path elsewhere). If "oracle full/cheap"
 scores no better than "cheap", no controller can gain by spending more on speech.
+"confident": the share of the three steps best aligned with each word whose top posterior
+is that word's label above the detection threshold, what a detection is made of.
 --arch-thresholds scores a SANAS run's own controller at those operating points too, and
 --plot draws every policy's accuracy against its MACs (controller against perfect gates).
 
@@ -35,7 +37,7 @@ def main() -> None:
         "--min-overlaps-ms",
         default="0",
         help="gates: a step is speech when its window overlaps a word by more than this "
-        "(comma-separated; 0: at all, 800: the three best aligned steps)",
+        "(comma-separated; 0: at all, 700: the three best aligned steps, 800: two)",
     )
     parser.add_argument(
         "--arch-thresholds",
@@ -56,7 +58,10 @@ def main() -> None:
     thresholds = [float(v) for v in args.arch_thresholds.split(",") if v]
     torch.set_num_threads(1)
     stream = Path(args.stream)
-    print(f"{'run':<24} {'policy':<30} {'Matched':>8} {'Correct':>8} {'MACs/step':>10}")
+    print(
+        f"{'run':<24} {'policy':<30} {'Matched':>8} {'Correct':>8} {'MACs/step':>10} "
+        f"{'confident':>9}"
+    )
     points: list[ModelPoint] = []
     for run in args.runs:
         model, config = load_run(run)
@@ -81,7 +86,8 @@ def main() -> None:
             )
             print(
                 f"{Path(run).name:<24} {score.policy:<30} {score.matched:>8.1f} "
-                f"{score.correct:>8.1f} {score.macs_per_step / 1e6:>9.2f}M"
+                f"{score.correct:>8.1f} {score.macs_per_step / 1e6:>9.2f}M "
+                f"{100 * score.confident_steps:>8.1f}%"
             )
     for run in args.static:
         model, config = load_run(run)

@@ -10,7 +10,7 @@ import torch
 
 from sanas.kws.data.speech_commands import kws_task
 from sanas.kws.data.stream_file import generate_streaming_test
-from sanas.kws.oracle import oracle_gating, speech_steps
+from sanas.kws.oracle import confident_word_steps, oracle_gating, speech_steps
 from sanas.kws.sanas_model import build_kws_model
 
 
@@ -21,6 +21,22 @@ def test_speech_steps_are_windows_overlapping_a_word() -> None:
     assert not speech_steps(times, []).any()
     # overlaps: 100, 900 and 900 ms; more than 800 ms keeps the two best aligned
     assert speech_steps(times, [1900.0], 800).tolist() == [False] * 3 + [True, True, False]
+
+
+def test_confident_word_steps_are_right_and_above_the_threshold_where_a_word_is() -> None:
+    labels = ["_silence_", "_unknown_", "yes", "no"]
+    times = np.arange(0.0, 6000.0, 200.0)  # the steps of 800, 1000, 1200 ms hold a word at 1000
+    posteriors = np.zeros((len(times), 4))
+    posteriors[:, 0] = 1.0  # silence elsewhere
+    posteriors[4] = [0.1, 0.0, 0.9, 0.0]  # 800 ms: right and confident
+    posteriors[5] = [0.0, 0.4, 0.6, 0.0]  # 1000 ms: right, not confident enough
+    posteriors[6] = [0.0, 0.0, 0.0, 1.0]  # 1200 ms: confident and wrong
+    truth = [("yes", 1000.0), ("no", 4000.0)]
+    posteriors[19:22] = [0.0, 0.0, 0.2, 0.8]  # 3800-4200 ms: all three right
+    share = confident_word_steps(times, posteriors, labels, truth)
+    assert share == pytest.approx(4 / 6)
+    assert confident_word_steps(times, posteriors, labels, truth, threshold=0.5) == 5 / 6
+    assert np.isnan(confident_word_steps(times, posteriors, labels, []))
 
 
 def test_controller_thresholds_need_a_sanas_model() -> None:
