@@ -932,8 +932,8 @@ def _sandwich_loss(out: KWSOutput, batch: SequenceBatch, distill: bool) -> Tenso
     if out.cheapest_logits is not None:
         target = out.full_logits[mask].detach().softmax(-1) if distill else labels
         loss = loss + F.cross_entropy(out.cheapest_logits[mask], target)
-    for path_logits in [] if out.path_logits is None else out.path_logits:
-        loss = loss + F.cross_entropy(path_logits[mask], labels)
+    if out.path_logits is not None:
+        loss = loss + sum(F.cross_entropy(logits[mask], labels) for logits in out.path_logits)
     return loss
 
 
