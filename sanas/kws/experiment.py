@@ -133,12 +133,12 @@ def default_specs(
         "search_holdout": search_holdout,
         **controller,
     }
-    split = "+ shortcuts, search split"
+    split, conv_0_split = "+ shortcuts, search split", "+ shortcuts, search split, conv_0 path"
     conv_0_path = {"train_paths": [sorted(KWS_TIERS["conv_0"])]}
     variants = (
         (search_budgets, "", {}, split),
         (distilled_search_budgets, ", distilled", {"distill_cheapest": True}, split),
-        (conv_0_search_budgets, ", conv_0 path", conv_0_path, f"{split}, conv_0 path"),
+        (conv_0_search_budgets, ", conv_0 path", conv_0_path, conv_0_split),
     )
     sanas += [
         RunSpec(
@@ -151,10 +151,11 @@ def default_specs(
         for budget in budgets
     ]
     static_split = {"model": "static-shortcuts", "search_holdout": search_holdout}
+    searched_from = {start for budgets, _, _, start in variants if budgets}
     pretrained = [
         RunSpec(start, "static", {**static_split, **extra})
-        for start, extra in ((split, {}), (f"{split}, conv_0 path", conv_0_path))
-        if any(budgets for budgets, _, _, source in variants if source == start)
+        for start, extra in ((split, {}), (conv_0_split, conv_0_path))
+        if start in searched_from
     ]
     return [
         *pretrained,

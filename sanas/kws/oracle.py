@@ -80,15 +80,37 @@ def confident_word_steps(
     label and above ``threshold``: the steps a detection is made of (it averages those of
     500 ms, three steps, against the same threshold). Window accuracy misses this: a path
     can be right as often as another on those steps yet confident half as often."""
+    steps, targets = _word_steps(times_ms, labels, ground_truth, min_overlap_ms)
+    return _confident_share(posteriors, steps, targets, threshold)
+
+
+def _word_steps(
+    times_ms: np.ndarray,
+    labels: Sequence[str],
+    ground_truth: Sequence[tuple[str, float]],
+    min_overlap_ms: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The steps overlapping a word by more than ``min_overlap_ms`` and, for each, the label
+    index of the word it overlaps most."""
     overlaps = _overlaps_ms(times_ms, [time for _, time in ground_truth])
-    steps = (overlaps > min_overlap_ms).any(axis=1)
-    if not steps.any():
-        return float("nan")
+    steps = np.flatnonzero((overlaps > min_overlap_ms).any(axis=1))
     index = {label: i for i, label in enumerate(labels)}
-    targets = np.array([index[word] for word, _ in ground_truth])[overlaps.argmax(axis=1)]
-    top = posteriors.argmax(axis=1)
-    confident = (top == targets) & (posteriors.max(axis=1) > threshold)
-    return float(confident[steps].mean())
+    words = np.array([index[word] for word, _ in ground_truth], dtype=int)
+    if steps.size == 0:  # no word (argmax needs one)
+        return steps, steps
+    return steps, words[overlaps[steps].argmax(axis=1)]
+
+
+def _confident_share(
+    posteriors: np.ndarray, steps: np.ndarray, targets: np.ndarray, threshold: float
+) -> float:
+    """Share of ``steps`` whose top posterior is their target label and above ``threshold``
+    (NaN without steps)."""
+    if steps.size == 0:
+        return float("nan")
+    chosen = posteriors[steps]
+    right = chosen.argmax(axis=1) == targets
+    return float((right & (chosen.max(axis=1) > threshold)).mean())
 
 
 def oracle_gating(
@@ -146,7 +168,9 @@ def oracle_gating(
                 )
         finally:
             model.architecture_threshold = own
-    scores, threshold = [], (config or DetectionConfig()).detection_threshold
+    threshold = (config or DetectionConfig()).detection_threshold
+    word_steps, targets = _word_steps(times, labels, ground_truth, min_overlap_ms=700.0)
+    scores = []
     for name, (family, posteriors, macs) in policies.items():
         score = evaluate_stream(times, posteriors, labels, ground_truth, duration_ms, config)
         scores.append(
@@ -158,7 +182,7 @@ def oracle_gating(
                 score.wrong_pct,
                 score.false_alarm_pct,
                 float(macs.mean()),
-                confident_word_steps(times, posteriors, labels, ground_truth, threshold),
+                _confident_share(posteriors, word_steps, targets, threshold),
             )
         )
     return scores

@@ -328,7 +328,7 @@ class SuperNetwork(nn.Module):
         output (it would compute nothing).
         """
         names = set(on)
-        unknown = sorted(names - set(self.order))
+        unknown = sorted(names - self.index.keys())
         if unknown:
             raise GraphError(f"no node named {unknown}; nodes: {', '.join(self.order)}")
         architecture = torch.tensor([float(name in names) for name in self.stochastic_names])
