@@ -6,11 +6,16 @@ steps whose window overlaps a word, the cheap path elsewhere). If "oracle full/c
 scores no better than "cheap", no controller can gain by spending more on speech.
 "confident": the share of the three steps best aligned with each word whose top posterior
 is that word's label above the detection threshold, what a detection is made of.
+--hindsight-budgets gates each expensive tier within a budget of MACs per step, knowing the
+ground truth and the posteriors: the words needing the fewest expensive steps are served
+first (sanas.kws.oracle.hindsight_gate). If that gate falls short of a static network, a
+controller choosing between those two tiers of these weights will not reach it either.
 --arch-thresholds scores a SANAS run's own controller at those operating points too, and
 --plot draws every policy's accuracy against its MACs (controller against perfect gates).
 
-Usage: .venv/bin/python bench/oracle.py RUN [RUN ...] --stream out/valstream \
-           [--min-overlaps-ms 0,600,800] [--arch-thresholds 0.5,0.1,0.05 --plot gates.png]
+Usage: .venv/bin/python bench/oracle.py RUN [RUN ...] --stream out/valstream
+       [--min-overlaps-ms 0,600,800] [--hindsight-budgets 3.36e6]
+       [--arch-thresholds 0.5,0.1,0.05 --plot gates.png]
 """
 
 from __future__ import annotations
@@ -40,6 +45,12 @@ def main() -> None:
         "(comma-separated; 0: at all, 700: the three best aligned steps, 800: two)",
     )
     parser.add_argument(
+        "--hindsight-budgets",
+        default="",
+        help="hindsight gates within these MACs per step (comma-separated; 3.36e6 is 1/5 "
+        "of the 16-channel full network)",
+    )
+    parser.add_argument(
         "--arch-thresholds",
         default="",
         help="also score each SANAS run's controller at these architecture thresholds",
@@ -56,10 +67,11 @@ def main() -> None:
         parser.error("--plot draws one run; give one RUN")
     overlaps = [float(v) for v in args.min_overlaps_ms.split(",") if v]
     thresholds = [float(v) for v in args.arch_thresholds.split(",") if v]
+    budgets = [float(v) for v in args.hindsight_budgets.split(",") if v]
     torch.set_num_threads(1)
     stream = Path(args.stream)
     print(
-        f"{'run':<24} {'policy':<30} {'Matched':>8} {'Correct':>8} {'MACs/step':>10} "
+        f"{'run':<24} {'policy':<34} {'Matched':>8} {'Correct':>8} {'MACs/step':>10} "
         f"{'confident':>9}"
     )
     points: list[ModelPoint] = []
@@ -72,6 +84,7 @@ def main() -> None:
             stream / "labels.txt",
             min_overlaps_ms=overlaps,
             architecture_thresholds=thresholds,
+            hindsight_budgets=budgets,
         ):
             points.append(
                 ModelPoint(
@@ -85,7 +98,7 @@ def main() -> None:
                 )
             )
             print(
-                f"{Path(run).name:<24} {score.policy:<30} {score.matched:>8.1f} "
+                f"{Path(run).name:<24} {score.policy:<34} {score.matched:>8.1f} "
                 f"{score.correct:>8.1f} {score.macs_per_step / 1e6:>9.2f}M "
                 f"{100 * score.confident_steps:>8.1f}%"
             )
@@ -100,7 +113,7 @@ def main() -> None:
             ModelPoint(Path(run).name, "static", macs, score.matched_pct, score.correct_pct)
         )
         print(
-            f"{Path(run).name:<24} {'static':<30} {score.matched_pct:>8.1f} "
+            f"{Path(run).name:<24} {'static':<34} {score.matched_pct:>8.1f} "
             f"{score.correct_pct:>8.1f} {macs / 1e6:>9.2f}M"
         )
     if args.plot:

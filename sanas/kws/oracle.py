@@ -11,10 +11,18 @@ better by being input-adaptive: the expensive paths of these weights add nothing
 scores better, the gap is what a controller leaves on the table. A SANAS model's own
 controller can be scored beside the gates at several architecture thresholds, on the
 same stream: the two curves side by side show that gap.
+
+A budget asks a sharper question: :func:`hindsight_gate` knows the ground truth *and* both
+tiers' posteriors, and spends a fixed number of expensive steps on the words that need the
+fewest to be detected correctly. A controller that chooses between the same two tiers,
+seeing only the past, cannot expect to detect more words correctly at that budget (up to
+interactions between neighbouring words). So if the hindsight gate falls short of a
+static network, that budget is out of reach of these weights for such a controller.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +35,7 @@ from sanas.kws.data.stream_file import read_stream_labels
 from sanas.kws.models import KWS_TIERS
 from sanas.kws.sanas_model import SANASKWS, KWSModel
 from sanas.kws.streaming import FixedPolicy, StreamRun, engine_for_model
-from sanas.kws.streaming_metrics import DetectionConfig, evaluate_stream
+from sanas.kws.streaming_metrics import DetectionConfig, detect, evaluate_stream, match_detections
 
 WINDOW_MS = 1000.0
 CLIP_MS = 1000.0
@@ -113,6 +121,91 @@ def _confident_share(
     return float((right & (chosen.max(axis=1) > threshold)).mean())
 
 
+def _steps_to_detect(
+    times_ms: np.ndarray,
+    expensive: np.ndarray,
+    cheap: np.ndarray,
+    labels: Sequence[str],
+    word: tuple[str, float],
+    config: DetectionConfig,
+    candidates: int,
+) -> tuple[int, ...] | None:
+    """The fewest steps among the ``candidates`` best aligned with ``word`` on which the
+    expensive tier must run (the cheap one elsewhere) for a fresh detector to fire on it
+    correctly; ``None`` when no set of up to three does (a detection averages three)."""
+    overlaps = _overlaps_ms(times_ms, [word[1]])[:, 0]
+    near = [int(s) for s in np.argsort(-overlaps, kind="stable")[:candidates] if overlaps[s] > 0]
+    if not near:
+        return None
+    # the detector's whole view of this word: the averaging window before the first step
+    # it could fire on, up to the tolerance after the word
+    lo = int(
+        np.searchsorted(times_ms, word[1] - config.time_tolerance_ms - config.averaging_window_ms)
+    )
+    hi = int(np.searchsorted(times_ms, word[1] + config.time_tolerance_ms, side="right"))
+    lo, hi = min(lo, *near), max(hi, max(near) + 1)
+    times, duration = times_ms[lo:hi], float(times_ms[hi - 1] - times_ms[lo]) + 1.0
+    for size in range(4):
+        for chosen in itertools.combinations(near, size):
+            mixed = cheap[lo:hi].copy()
+            steps = [s - lo for s in chosen]
+            mixed[steps] = expensive[lo:hi][steps]
+            found = detect(times, mixed, labels, config)
+            if match_detections(found, [word], config, duration_ms=duration).correct:
+                return chosen
+    return None
+
+
+def hindsight_gate(
+    times_ms: np.ndarray,
+    expensive: np.ndarray,
+    cheap: np.ndarray,
+    labels: Sequence[str],
+    ground_truth: Sequence[tuple[str, float]],
+    max_expensive_steps: int,
+    config: DetectionConfig | None = None,
+    candidates: int = 5,
+) -> np.ndarray:
+    """Steps (a boolean mask) on which to run the ``expensive`` tier, the ``cheap`` one
+    elsewhere, so that the most words are detected correctly with at most
+    ``max_expensive_steps`` expensive steps, knowing the ground truth and both tiers'
+    posteriors (T, C).
+
+    Each word gets the fewest of its ``candidates`` best aligned steps that make a fresh
+    detector fire on it correctly (none if the cheap tier alone does); words are then
+    served cheapest first, which detects the most words when each word's cost is its
+    own. Neighbouring words interact through the detector's state, so score the mask on
+    the whole stream; it is a budgeted reference for gates, not a proof of optimality."""
+    config = DetectionConfig() if config is None else config
+    if max_expensive_steps < 0:
+        raise ValueError(f"max_expensive_steps must be >= 0, got {max_expensive_steps}")
+    times = np.asarray(times_ms, dtype=float)
+    needs = [
+        _steps_to_detect(times, expensive, cheap, labels, word, config, candidates)
+        for word in ground_truth
+    ]
+    mask = np.zeros(times.shape[0], dtype=bool)
+    for steps in sorted((n for n in needs if n is not None), key=len):
+        added = [s for s in steps if not mask[s]]
+        if int(mask.sum()) + len(added) <= max_expensive_steps:
+            mask[added] = True
+    return mask
+
+
+def expensive_steps_for(
+    budget_per_step: float, steps: int, expensive_macs: float, cheap_macs: float
+) -> int:
+    """How many of ``steps`` can run the expensive tier, the cheap one on the rest, within
+    ``budget_per_step`` MACs per step on average."""
+    if expensive_macs <= cheap_macs:
+        raise ValueError(
+            f"the expensive tier ({expensive_macs:g} MACs) must cost more than the cheap one "
+            f"({cheap_macs:g})"
+        )
+    spare = (budget_per_step - cheap_macs) * steps / (expensive_macs - cheap_macs)
+    return max(0, min(steps, int(np.floor(spare + 1e-9))))
+
+
 def oracle_gating(
     model: KWSModel,
     labels: Sequence[str],
@@ -123,13 +216,15 @@ def oracle_gating(
     config: DetectionConfig | None = None,
     min_overlaps_ms: Sequence[float] = (0.0,),
     architecture_thresholds: Sequence[float] = (),
+    hindsight_budgets: Sequence[float] = (),
 ) -> list[PolicyScore]:
     """Score every fixed tier of ``model`` on a stream, then each other tier gated by the
     ground truth against the ``cheap`` one ("oracle <tier>/<cheap>"), once per minimum
     overlap of a step's window with a word (:func:`speech_steps`; a stricter gate spends
     the expensive tier on fewer, better aligned steps: "oracle <tier>/<cheap> >800ms"),
-    then a SANAS model's own controller at each of ``architecture_thresholds``
-    ("controller τ=0.1")."""
+    then by :func:`hindsight_gate` within each of ``hindsight_budgets`` MACs per step
+    ("hindsight <tier>/<cheap> ≤3.36M"), then a SANAS model's own controller at each of
+    ``architecture_thresholds`` ("controller τ=0.1")."""
     if cheap not in tiers:
         raise ValueError(f"cheap tier {cheap!r} is not one of {sorted(tiers)}")
     if architecture_thresholds and not isinstance(model, SANASKWS):
@@ -154,6 +249,22 @@ def oracle_gating(
                     np.where(speech[:, None], run.posteriors, runs[cheap].posteriors),
                     np.where(speech, run.macs_window, runs[cheap].macs_window),
                 )
+    for budget in hindsight_budgets:
+        base = runs[cheap]
+        for name, run in runs.items():
+            if name == cheap:
+                continue
+            most = expensive_steps_for(
+                budget, len(times), float(run.macs_window.mean()), float(base.macs_window.mean())
+            )
+            gate = hindsight_gate(
+                times, run.posteriors, base.posteriors, labels, ground_truth, most, config
+            )
+            policies[f"hindsight {name}/{cheap} ≤{budget / 1e6:.3g}M"] = (
+                f"hindsight {name}/{cheap}",
+                np.where(gate[:, None], run.posteriors, base.posteriors),
+                np.where(gate, run.macs_window, base.macs_window),
+            )
     if isinstance(model, SANASKWS):
         own = model.architecture_threshold
         try:

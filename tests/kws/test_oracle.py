@@ -10,8 +10,15 @@ import torch
 
 from sanas.kws.data.speech_commands import kws_task
 from sanas.kws.data.stream_file import generate_streaming_test
-from sanas.kws.oracle import confident_word_steps, oracle_gating, speech_steps
+from sanas.kws.oracle import (
+    confident_word_steps,
+    expensive_steps_for,
+    hindsight_gate,
+    oracle_gating,
+    speech_steps,
+)
 from sanas.kws.sanas_model import build_kws_model
+from sanas.kws.streaming_metrics import evaluate_stream
 
 
 def test_speech_steps_are_windows_overlapping_a_word() -> None:
@@ -39,6 +46,49 @@ def test_confident_word_steps_are_right_and_above_the_threshold_where_a_word_is(
     assert np.isnan(confident_word_steps(times, posteriors, labels, []))
 
 
+def _two_tier_stream() -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list]:
+    """Four words 6 s apart. The expensive tier is sure of each word on the steps whose
+    window overlaps it; the cheap tier gives the word 0.4 there (0.6 for the third word)
+    and silence the rest. A detection (three steps averaged above 0.7) needs two
+    expensive steps per word, one for the third."""
+    labels = ["_silence_", "_unknown_", "yes", "no"]
+    times = np.arange(0.0, 26_000.0, 200.0)
+    truth = [("yes", 2000.0), ("no", 8000.0), ("yes", 14000.0), ("no", 20000.0)]
+    expensive = np.tile([1.0, 0.0, 0.0, 0.0], (len(times), 1))
+    cheap = expensive.copy()
+    for word, start in truth:
+        near = speech_steps(times, [start])
+        label = labels.index(word)
+        expensive[near] = np.eye(4)[label]
+        share = 0.6 if start == 14000.0 else 0.4
+        cheap[near] = [1 - share, 0.0, 0.0, 0.0]
+        cheap[near, label] = share
+    return times, expensive, cheap, labels, truth
+
+
+@pytest.mark.parametrize(("most", "detected"), [(0, 0), (1, 1), (3, 2), (6, 3), (7, 4)])
+def test_hindsight_gate_serves_the_words_that_need_the_fewest_expensive_steps(
+    most: int, detected: int
+) -> None:
+    times, expensive, cheap, labels, truth = _two_tier_stream()
+    gate = hindsight_gate(times, expensive, cheap, labels, truth, most)
+    assert gate.sum() <= most
+    mixed = np.where(gate[:, None], expensive, cheap)
+    score = evaluate_stream(times, mixed, labels, truth, duration_ms=26_000.0)
+    assert score.correct == detected
+    if most == 1:  # the word the cheap tier nearly gets is served first
+        assert speech_steps(times[gate], [14000.0]).all()
+
+
+def test_expensive_steps_for_a_budget_per_step() -> None:
+    # 1/5 of the full network at 16 channels, the cheap path elsewhere
+    assert expensive_steps_for(3.36e6, 100, 16.78e6, 0.52e6) == 17
+    assert expensive_steps_for(0.4e6, 100, 16.78e6, 0.52e6) == 0
+    assert expensive_steps_for(20e6, 100, 16.78e6, 0.52e6) == 100
+    with pytest.raises(ValueError, match="must cost more than the cheap one"):
+        expensive_steps_for(1e6, 10, 0.5e6, 0.52e6)
+
+
 def test_controller_thresholds_need_a_sanas_model() -> None:
     model = build_kws_model("static-shortcuts", channels=2).eval()
     with pytest.raises(ValueError, match="architecture thresholds need a SANAS model"):
@@ -60,12 +110,16 @@ def test_oracle_mixes_lie_between_the_cheap_tier_and_the_expensive_one(
             tmp_path / "labels.txt",
             min_overlaps_ms=(0.0, 800.0),
             architecture_thresholds=(0.5, 0.01),
+            hindsight_budgets=(0.6e6,),
         )
     }
     oracles = ["oracle conv_0/cheap", "oracle full/cheap"]
     gates = [*oracles, *(f"{o} >800ms" for o in oracles)]
+    hindsight = ["hindsight conv_0/cheap ≤0.6M", "hindsight full/cheap ≤0.6M"]
     controller = ["controller τ=0.5", "controller τ=0.01"]
-    assert list(scores) == ["cheap", "conv_0", "full", *gates, *controller]
+    assert list(scores) == ["cheap", "conv_0", "full", *gates, *hindsight, *controller]
+    for name in hindsight:
+        assert scores["cheap"].macs_per_step <= scores[name].macs_per_step <= 0.6e6
     assert scores["oracle full/cheap >800ms"].family == "oracle full/cheap"
     # the untrained controller leans on (p ≈ 0.95): every node on at either threshold
     assert scores["controller τ=0.01"].macs_per_step == scores["full"].macs_per_step
