@@ -51,6 +51,12 @@ def main() -> None:
         "of the 16-channel full network)",
     )
     parser.add_argument(
+        "--hindsight-counts",
+        default="correct",
+        help="what the hindsight gates maximise: words detected 'correct'ly, or 'matched' "
+        "by any detection (comma-separated, one gate each)",
+    )
+    parser.add_argument(
         "--arch-thresholds",
         default="",
         help="also score each SANAS run's controller at these architecture thresholds",
@@ -68,10 +74,11 @@ def main() -> None:
     overlaps = [float(v) for v in args.min_overlaps_ms.split(",") if v]
     thresholds = [float(v) for v in args.arch_thresholds.split(",") if v]
     budgets = [float(v) for v in args.hindsight_budgets.split(",") if v]
+    counts = [v for v in args.hindsight_counts.split(",") if v]
     torch.set_num_threads(1)
     stream = Path(args.stream)
     print(
-        f"{'run':<24} {'policy':<34} {'Matched':>8} {'Correct':>8} {'MACs/step':>10} "
+        f"{'run':<24} {'policy':<42} {'Matched':>8} {'Correct':>8} {'MACs/step':>10} "
         f"{'confident':>9}"
     )
     points: list[ModelPoint] = []
@@ -85,6 +92,7 @@ def main() -> None:
             min_overlaps_ms=overlaps,
             architecture_thresholds=thresholds,
             hindsight_budgets=budgets,
+            hindsight_counts=counts,
         ):
             points.append(
                 ModelPoint(
@@ -98,7 +106,7 @@ def main() -> None:
                 )
             )
             print(
-                f"{Path(run).name:<24} {score.policy:<34} {score.matched:>8.1f} "
+                f"{Path(run).name:<24} {score.policy:<42} {score.matched:>8.1f} "
                 f"{score.correct:>8.1f} {score.macs_per_step / 1e6:>9.2f}M "
                 f"{100 * score.confident_steps:>8.1f}%"
             )
@@ -113,7 +121,7 @@ def main() -> None:
             ModelPoint(Path(run).name, "static", macs, score.matched_pct, score.correct_pct)
         )
         print(
-            f"{Path(run).name:<24} {'static':<34} {score.matched_pct:>8.1f} "
+            f"{Path(run).name:<24} {'static':<42} {score.matched_pct:>8.1f} "
             f"{score.correct_pct:>8.1f} {macs / 1e6:>9.2f}M"
         )
     if args.plot:

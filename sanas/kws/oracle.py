@@ -26,6 +26,7 @@ import itertools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -39,6 +40,8 @@ from sanas.kws.streaming_metrics import DetectionConfig, detect, evaluate_stream
 
 WINDOW_MS = 1000.0
 CLIP_MS = 1000.0
+HindsightCount = Literal["correct", "matched"]
+HINDSIGHT_COUNTS: tuple[str, ...] = ("correct", "matched")
 
 
 @dataclass(frozen=True)
@@ -129,10 +132,12 @@ def _steps_to_detect(
     word: tuple[str, float],
     config: DetectionConfig,
     candidates: int,
+    count: HindsightCount,
 ) -> tuple[int, ...] | None:
     """The fewest steps among the ``candidates`` best aligned with ``word`` on which the
     expensive tier must run (the cheap one elsewhere) for a fresh detector to fire on it
-    correctly; ``None`` when no set of up to three does (a detection averages three)."""
+    (correctly, or with any label: ``count``); ``None`` when no set of up to three does
+    (a detection averages three)."""
     overlaps = _overlaps_ms(times_ms, [word[1]])[:, 0]
     near = [int(s) for s in np.argsort(-overlaps, kind="stable")[:candidates] if overlaps[s] > 0]
     if not near:
@@ -151,7 +156,7 @@ def _steps_to_detect(
             steps = [s - lo for s in chosen]
             mixed[steps] = expensive[lo:hi][steps]
             found = detect(times, mixed, labels, config)
-            if match_detections(found, [word], config, duration_ms=duration).correct:
+            if getattr(match_detections(found, [word], config, duration_ms=duration), count):
                 return chosen
     return None
 
@@ -165,23 +170,26 @@ def hindsight_gate(
     max_expensive_steps: int,
     config: DetectionConfig | None = None,
     candidates: int = 5,
+    count: HindsightCount = "correct",
 ) -> np.ndarray:
     """Steps (a boolean mask) on which to run the ``expensive`` tier, the ``cheap`` one
-    elsewhere, so that the most words are detected correctly with at most
-    ``max_expensive_steps`` expensive steps, knowing the ground truth and both tiers'
-    posteriors (T, C).
+    elsewhere, so that the most words are detected correctly (``count="correct"``; or at
+    all, whatever the label: ``"matched"``) with at most ``max_expensive_steps`` expensive
+    steps, knowing the ground truth and both tiers' posteriors (T, C).
 
     Each word gets the fewest of its ``candidates`` best aligned steps that make a fresh
-    detector fire on it correctly (none if the cheap tier alone does); words are then
+    detector fire on it as counted (none if the cheap tier alone does); words are then
     served cheapest first, which detects the most words when each word's cost is its
     own. Neighbouring words interact through the detector's state, so score the mask on
     the whole stream; it is a budgeted reference for gates, not a proof of optimality."""
     config = DetectionConfig() if config is None else config
     if max_expensive_steps < 0:
         raise ValueError(f"max_expensive_steps must be >= 0, got {max_expensive_steps}")
+    if count not in HINDSIGHT_COUNTS:
+        raise ValueError(f"count must be one of {HINDSIGHT_COUNTS}, got {count!r}")
     times = np.asarray(times_ms, dtype=float)
     needs = [
-        _steps_to_detect(times, expensive, cheap, labels, word, config, candidates)
+        _steps_to_detect(times, expensive, cheap, labels, word, config, candidates, count)
         for word in ground_truth
     ]
     mask = np.zeros(times.shape[0], dtype=bool)
@@ -217,13 +225,16 @@ def oracle_gating(
     min_overlaps_ms: Sequence[float] = (0.0,),
     architecture_thresholds: Sequence[float] = (),
     hindsight_budgets: Sequence[float] = (),
+    hindsight_counts: Sequence[HindsightCount] = ("correct",),
 ) -> list[PolicyScore]:
     """Score every fixed tier of ``model`` on a stream, then each other tier gated by the
     ground truth against the ``cheap`` one ("oracle <tier>/<cheap>"), once per minimum
     overlap of a step's window with a word (:func:`speech_steps`; a stricter gate spends
     the expensive tier on fewer, better aligned steps: "oracle <tier>/<cheap> >800ms"),
     then by :func:`hindsight_gate` within each of ``hindsight_budgets`` MACs per step
-    ("hindsight <tier>/<cheap> ≤3.36M"), then a SANAS model's own controller at each of
+    ("hindsight <tier>/<cheap> ≤3.36M"), once per way of counting a word in
+    ``hindsight_counts`` (", matched" when not "correct"), then a SANAS model's own
+    controller at each of
     ``architecture_thresholds`` ("controller τ=0.1")."""
     if cheap not in tiers:
         raise ValueError(f"cheap tier {cheap!r} is not one of {sorted(tiers)}")
@@ -249,22 +260,24 @@ def oracle_gating(
                     np.where(speech[:, None], run.posteriors, runs[cheap].posteriors),
                     np.where(speech, run.macs_window, runs[cheap].macs_window),
                 )
-    for budget in hindsight_budgets:
-        base = runs[cheap]
-        for name, run in runs.items():
-            if name == cheap:
-                continue
-            most = expensive_steps_for(
-                budget, len(times), float(run.macs_window.mean()), float(base.macs_window.mean())
-            )
-            gate = hindsight_gate(
-                times, run.posteriors, base.posteriors, labels, ground_truth, most, config
-            )
-            policies[f"hindsight {name}/{cheap} ≤{budget / 1e6:.3g}M"] = (
-                f"hindsight {name}/{cheap}",
-                np.where(gate[:, None], run.posteriors, base.posteriors),
-                np.where(gate, run.macs_window, base.macs_window),
-            )
+    base = runs[cheap]
+    expensive_tiers = [name for name in runs if name != cheap]
+    for budget, name, count in itertools.product(
+        hindsight_budgets, expensive_tiers, hindsight_counts
+    ):
+        run = runs[name]
+        most = expensive_steps_for(
+            budget, len(times), float(run.macs_window.mean()), float(base.macs_window.mean())
+        )
+        gate = hindsight_gate(
+            times, run.posteriors, base.posteriors, labels, ground_truth, most, config, count=count
+        )
+        suffix = "" if count == "correct" else f", {count}"
+        policies[f"hindsight {name}/{cheap} ≤{budget / 1e6:.3g}M{suffix}"] = (
+            f"hindsight {name}/{cheap}{suffix}",
+            np.where(gate[:, None], run.posteriors, base.posteriors),
+            np.where(gate, run.macs_window, base.macs_window),
+        )
     if isinstance(model, SANASKWS):
         own = model.architecture_threshold
         try:

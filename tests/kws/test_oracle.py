@@ -80,6 +80,21 @@ def test_hindsight_gate_serves_the_words_that_need_the_fewest_expensive_steps(
         assert speech_steps(times[gate], [14000.0]).all()
 
 
+@pytest.mark.parametrize(("count", "matched"), [("correct", 3), ("matched", 4)])
+def test_hindsight_gate_can_serve_words_detected_with_the_wrong_label(
+    count: str, matched: int
+) -> None:
+    times, expensive, cheap, labels, truth = _two_tier_stream()
+    # "yes" on the last "no": three expensive steps make it fire (the cheap tier says no)
+    expensive[speech_steps(times, [20000.0])] = np.eye(4)[2]
+    gate = hindsight_gate(times, expensive, cheap, labels, truth, 8, count=count)
+    mixed = np.where(gate[:, None], expensive, cheap)
+    score = evaluate_stream(times, mixed, labels, truth, duration_ms=26_000.0)
+    assert (score.correct, score.matched) == (3, matched)
+    with pytest.raises(ValueError, match="count must be one of"):
+        hindsight_gate(times, expensive, cheap, labels, truth, 7, count="wrong")
+
+
 def test_expensive_steps_for_a_budget_per_step() -> None:
     # 1/5 of the full network at 16 channels, the cheap path elsewhere
     assert expensive_steps_for(3.36e6, 100, 16.78e6, 0.52e6) == 17
@@ -111,11 +126,16 @@ def test_oracle_mixes_lie_between_the_cheap_tier_and_the_expensive_one(
             min_overlaps_ms=(0.0, 800.0),
             architecture_thresholds=(0.5, 0.01),
             hindsight_budgets=(0.6e6,),
+            hindsight_counts=("correct", "matched"),
         )
     }
     oracles = ["oracle conv_0/cheap", "oracle full/cheap"]
     gates = [*oracles, *(f"{o} >800ms" for o in oracles)]
-    hindsight = ["hindsight conv_0/cheap ≤0.6M", "hindsight full/cheap ≤0.6M"]
+    hindsight = [
+        f"hindsight {tier}/cheap ≤0.6M{count}"
+        for tier in ("conv_0", "full")
+        for count in ("", ", matched")
+    ]
     controller = ["controller τ=0.5", "controller τ=0.01"]
     assert list(scores) == ["cheap", "conv_0", "full", *gates, *hindsight, *controller]
     for name in hindsight:
