@@ -8,6 +8,8 @@ testing list, to report), writes table.csv/json/txt, cost_accuracy.png (Figure 5
 cost_per_class.png (Figure 6) and fa_fr_curve.png in --out, and says whether the SANAS
 point chosen on validation matches + shortcuts on the test stream at <= 1/5 of its MACs.
 Each SANAS run gives one point per --arch-thresholds operating point of its controller.
+--imitation-gates adds SANAS runs whose controller imitates a gate that knew the ground
+truth (sanas.kws.imitation), on the network of the longest-trained + shortcuts run.
 
 Usage: .venv/bin/python bench/experiment.py --out out/experiment [--epochs 20 --channels 16]
 """
@@ -75,6 +77,27 @@ def main() -> None:
         "as a path of its own (train_paths), in the search and in its pretraining",
     )
     parser.add_argument(
+        "--imitation-gates",
+        default="",
+        help="SANAS runs on the network of the longest-trained + shortcuts run whose "
+        "controller imitates each of these gates on a stream of training speakers: "
+        "'aligned' (the full network on the steps best aligned with each word) or "
+        "'hindsight' (on the fewest that make the detector fire on it)",
+    )
+    parser.add_argument(
+        "--reuse-steps",
+        type=int,
+        default=2,
+        help="imitation runs: the cheap steps after a full one reuse its output",
+    )
+    parser.add_argument(
+        "--imitation-overlap-ms",
+        type=float,
+        default=800.0,
+        help="the aligned gate: a step's window overlaps a word by more than this (800: two "
+        "steps per word)",
+    )
+    parser.add_argument(
         "--search-epochs", type=int, default=8, help="epochs of each --search-budgets run"
     )
     parser.add_argument(
@@ -133,6 +156,9 @@ def main() -> None:
         baseline_epochs=baseline_epochs,
         distilled_search_budgets=_numbers(args.distilled_search_budgets),
         conv_0_search_budgets=_numbers(args.conv_0_search_budgets),
+        imitation_gates=tuple(g for g in args.imitation_gates.split(",") if g),
+        reuse_steps=args.reuse_steps,
+        imitation_overlap_ms=args.imitation_overlap_ms,
     )
     specs = [spec for spec in specs if re.search(args.only, spec.name)]
     if not specs:

@@ -10,6 +10,9 @@ is that word's label above the detection threshold, what a detection is made of.
 ground truth and the posteriors: the words needing the fewest expensive steps are served
 first (sanas.kws.oracle.hindsight_gate). If that gate falls short of a static network, a
 controller choosing between those two tiers of these weights will not reach it either.
+--strides gates on every k-th step whatever the input (frame skipping); --reuse-steps lets
+the cheap steps after an expensive one reuse its posteriors in every gate
+(sanas.supernet.reuse).
 --arch-thresholds scores a SANAS run's own controller at those operating points too, and
 --plot draws every policy's accuracy against its MACs (controller against perfect gates).
 
@@ -57,6 +60,18 @@ def main() -> None:
         "by any detection (comma-separated, one gate each)",
     )
     parser.add_argument(
+        "--strides",
+        default="",
+        help="also gate on every k-th step, blind to the input (comma-separated k; frame "
+        "skipping, what input adaptivity must beat)",
+    )
+    parser.add_argument(
+        "--reuse-steps",
+        type=int,
+        default=0,
+        help="in every gate, the cheap steps after an expensive one reuse its posteriors",
+    )
+    parser.add_argument(
         "--arch-thresholds",
         default="",
         help="also score each SANAS run's controller at these architecture thresholds",
@@ -93,6 +108,8 @@ def main() -> None:
             architecture_thresholds=thresholds,
             hindsight_budgets=budgets,
             hindsight_counts=counts,
+            strides=[int(v) for v in args.strides.split(",") if v],
+            reuse_steps=args.reuse_steps,
         ):
             points.append(
                 ModelPoint(

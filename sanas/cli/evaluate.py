@@ -23,6 +23,10 @@ HOLD_BUDGET_HELP = (
     "saves unspent budget for up to 30 steps; a step it cannot pay for runs the cheapest "
     "path."
 )
+REUSE_STEPS_HELP = (
+    "The cheap steps after a costlier one reuse its output (default: the run's own, "
+    "e.g. 2 for `sanas imitate` runs; 0: none)."
+)
 
 
 def evaluate(
@@ -35,6 +39,7 @@ def evaluate(
     ),
     arch_threshold: float = typer.Option(None, help=ARCH_THRESHOLD_HELP),
     hold_budget: float = typer.Option(None, help=HOLD_BUDGET_HELP),
+    reuse_steps: int = typer.Option(None, help=REUSE_STEPS_HELP),
 ) -> None:
     """Score a run on a streaming test file: Matched / Correct / Wrong / False alarm.
 
@@ -49,7 +54,9 @@ def evaluate(
     from sanas.kws.evaluate import evaluate_run
 
     try:
-        result = evaluate_run(run, stream_wav, stream_labels, json_out, arch_threshold, hold_budget)
+        result = evaluate_run(
+            run, stream_wav, stream_labels, json_out, arch_threshold, hold_budget, reuse_steps
+        )
     except (OSError, ValueError) as err:
         raise fail(str(err)) from None
     scores = result.to_dict()
@@ -102,6 +109,7 @@ def stream(
     as_json: bool = typer.Option(False, "--json", help="Print detections as JSON lines."),
     arch_threshold: float = typer.Option(None, help=ARCH_THRESHOLD_HELP),
     hold_budget: float = typer.Option(None, help=HOLD_BUDGET_HELP),
+    reuse_steps: int = typer.Option(None, help=REUSE_STEPS_HELP),
 ) -> None:
     """Run a trained model over a recording and print its detections as they would fire.
 
@@ -117,7 +125,9 @@ def stream(
     from sanas.kws.train import load_run
 
     try:
-        model, config = load_run(run, architecture_threshold=arch_threshold)
+        model, config = load_run(
+            run, architecture_threshold=arch_threshold, reuse_steps=reuse_steps
+        )
         audio = read_wav(wav)
     except (OSError, ValueError) as err:
         raise fail(str(err)) from None

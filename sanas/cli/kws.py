@@ -1,4 +1,5 @@
-"""``sanas train``: train a keyword-spotting model (static, BSN or SANAS) into a run folder.
+"""``sanas train``: train a keyword-spotting model (static, BSN or SANAS) into a run folder;
+``sanas imitate``: a SANAS controller that imitates a hindsight gate on a trained network.
 
 Add it to an app with :func:`register`; the library imports happen inside the command so
 that ``sanas --help`` stays instant.
@@ -151,6 +152,101 @@ def train_command(
     )
 
 
+def imitate_command(
+    source: Annotated[
+        Path, typer.Argument(help="Trained run whose network the controller drives.")
+    ],
+    stream: Annotated[
+        list[Path],
+        typer.Option(
+            help="Folder with stream.wav and labels.txt from training speakers "
+            "(`sanas data stream --split training`); repeat for more."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="The new SANAS run folder.")],
+    gate: Annotated[
+        str,
+        typer.Option(
+            help="aligned: full network on the steps best aligned with each word; "
+            "hindsight: on the fewest that make the detector fire on it."
+        ),
+    ] = "aligned",
+    min_overlap_ms: Annotated[
+        float, typer.Option(help="aligned: a step's window overlaps a word by more than this.")
+    ] = 800.0,
+    reuse_steps: Annotated[
+        int, typer.Option(help="Cheap steps that repeat a recent full step's output.")
+    ] = 2,
+    budget: Annotated[
+        float | None,
+        typer.Option(help="hindsight: MACs per step it may spend (default: unbounded)."),
+    ] = None,
+    count: Annotated[
+        str, typer.Option(help="hindsight: maximise words detected 'correct'ly or 'matched'.")
+    ] = "correct",
+    epochs: Annotated[int, typer.Option(help="Passes over the streams.")] = 20,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show progress bars.")
+    ] = True,
+) -> None:
+    """Train a SANAS controller by imitating a gate that knew the answer.
+
+    On each stream, the source run's network runs its full and its cheapest
+    path; a gate that knows the ground truth runs the full one on the steps
+    best aligned with each word (--gate aligned: two per word at the default
+    --min-overlap-ms 800), or on the fewest that make the detector fire on
+    it (--gate hindsight). Cheap steps within --reuse-steps after a full one
+    repeat its output, so one or two full steps fill the detector's window.
+    The controller of a new SANAS run learns to predict the gate's choices
+    from the previous step's features. The network is not changed. The run
+    folder loads like any other (`sanas evaluate`, `sanas stream`): choose
+    its operating point with --arch-threshold and hold a budget with
+    --budget there.
+
+    Example:
+
+        sanas data stream --data sc --split training --minutes 120 --seed 1
+        --out streams/train
+
+        sanas imitate runs/static-shortcuts --stream streams/train
+        --out runs/sanas-imitation
+
+        sanas evaluate runs/sanas-imitation --stream-wav streams/val/stream.wav
+        --stream-labels streams/val/labels.txt --arch-threshold 0.1 --budget 3.36e6
+    """
+    from sanas.kws.data.audio import AudioError
+    from sanas.kws.imitation import GATE_KINDS, imitation_run
+    from sanas.kws.oracle import HINDSIGHT_COUNTS
+
+    if gate not in GATE_KINDS:
+        raise fail(ValueError(f"--gate must be one of {GATE_KINDS}, got {gate!r}"))
+    if count not in HINDSIGHT_COUNTS:
+        raise fail(ValueError(f"--count must be one of {HINDSIGHT_COUNTS}, got {count!r}"))
+    for folder in stream:
+        for name in ("stream.wav", "labels.txt"):
+            if not (folder / name).is_file():
+                raise fail(FileNotFoundError(f"--stream {folder}: no {name} there"))
+    try:
+        run_dir = imitation_run(
+            source,
+            stream,
+            out,
+            gate=gate,  # type: ignore[arg-type]
+            reuse_steps=reuse_steps,
+            min_overlap_ms=min_overlap_ms,
+            budget_per_step=budget,
+            count=count,  # type: ignore[arg-type]
+            epochs=epochs,
+            seed=seed,
+            progress=progress,
+        )
+    except (ValueError, OSError, AudioError) as error:
+        raise fail(error) from None
+    typer.echo(f"{run_dir}: SANAS run imitating the {gate} gate (imitation.json)")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``train`` to ``app`` (the ``sanas`` command line)."""
+    """Add ``train`` and ``imitate`` to ``app`` (the ``sanas`` command line)."""
     app.command("train")(train_command)
+    app.command("imitate")(imitate_command)

@@ -165,13 +165,17 @@ def evaluate_run(
     json_path: str | os.PathLike[str] | None = None,
     architecture_threshold: float | None = None,
     budget: float | None = None,
+    reuse_steps: int | None = None,
 ) -> StreamEvaluation:
     """Evaluate a training run's best model on a stream; optionally write the JSON.
     SANAS runs: ``architecture_threshold``, the controller's operating point (None: 0.5);
-    ``budget``, mean MACs per step held on the stream (None: none)."""
+    ``budget``, mean MACs per step held on the stream (None: none); ``reuse_steps``, the
+    cheap steps after a costlier one that reuse its output (None: the run's own)."""
     from sanas.kws.train import load_run
 
-    model, config = load_run(run_dir, architecture_threshold=architecture_threshold)
+    model, config = load_run(
+        run_dir, architecture_threshold=architecture_threshold, reuse_steps=reuse_steps
+    )
     labels = tuple(kws_task(config.task).labels)
     evaluation = evaluate_model_on_stream(model, labels, wav_path, labels_path, budget=budget)
     if json_path is not None:
@@ -181,6 +185,7 @@ def evaluate_run(
             "run": str(run_dir),
             "architecture_threshold": architecture_threshold,
             "held_budget": budget,
+            "reuse_steps": model.reuse_steps,
         }
         path.write_text(json.dumps({**header, **evaluation.to_dict()}, indent=2))
     return evaluation

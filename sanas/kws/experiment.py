@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -27,6 +28,8 @@ TABLE_COLUMNS = ("model", "matched", "correct", "wrong", "false_alarm", "macs_pe
 FAMILIES = ("static", "bsn", "sanas")  # table order
 # Stream folders of an experiment and the list each is built from.
 STREAM_SPLITS = {"stream": "testing", "valstream": "validation"}
+# The stream imitation learns from (training speakers, twice as long, another seed).
+IMITATION_STREAM = "trainstream"
 # The training recipe every run of the experiment shares (TrainConfig fields), beyond the
 # reference: multi-word sequences of 1–4 s (a controller must learn to come back to cheap
 # steps after a word), batches of 32 (twice the updates of 64 per epoch), and a network
@@ -54,12 +57,16 @@ class RunSpec:
 
     ``start_from``: the name of another spec of the experiment whose trained weights
     start this run (``TrainConfig.init_from``); this run waits for that one to end.
+    ``imitation``: instead of training, the run's controller imitates a gate on that
+    network (:func:`~sanas.kws.imitation.imitation_run` with these arguments) on the
+    experiment's stream of training speakers (:data:`IMITATION_STREAM`).
     """
 
     name: str
     family: str
     fields: dict[str, Any] = field(default_factory=dict)
     start_from: str | None = None
+    imitation: dict[str, Any] | None = None
 
 
 def default_specs(
@@ -75,6 +82,9 @@ def default_specs(
     baseline_epochs: tuple[int, ...] = (),
     distilled_search_budgets: tuple[float, ...] = (),
     conv_0_search_budgets: tuple[float, ...] = (),
+    imitation_gates: tuple[str, ...] = (),
+    reuse_steps: int = 2,
+    imitation_overlap_ms: float = 800.0,
 ) -> list[RunSpec]:
     """Static baselines, one constrained BSN, SANAS at several λ (linear penalty) and
     SANAS under constrained budgets, in the order they should start (slowest first).
@@ -97,6 +107,10 @@ def default_specs(
     with every weight of its head. ``baseline_epochs``: static + shortcuts also trained for
     these numbers of epochs ("+ shortcuts, 25 epochs"; see :func:`reference_names`), so
     that the target is judged against a baseline trained as long as it keeps improving.
+    ``imitation_gates``: SANAS runs on the network of the last static + shortcuts run
+    (the longest trained), whose controller imitates each of these gates ("aligned":
+    over ``imitation_overlap_ms``; "hindsight") and which reuse a full step's output on
+    the ``reuse_steps`` cheap steps after it (:mod:`sanas.kws.imitation`).
     """
     search = {} if arch_lr is None else {"arch_lr": arch_lr}
     controller = {} if controller_lr is None else {"arch_lr": controller_lr}
@@ -150,6 +164,25 @@ def default_specs(
         for budgets, suffix, extra, start in variants
         for budget in budgets
     ]
+    from sanas.kws.imitation import GATE_KINDS
+
+    unknown = [gate for gate in imitation_gates if gate not in GATE_KINDS]
+    if unknown:
+        raise ValueError(f"imitation gates must be among {GATE_KINDS}, got {unknown}")
+    imitated_from = reference_names(baseline_epochs)[-1]
+    sanas += [
+        RunSpec(
+            f"SANAS imitating the {gate} gate, reuse {reuse_steps}",
+            "sanas",
+            start_from=imitated_from,
+            imitation={
+                "gate": gate,
+                "reuse_steps": reuse_steps,
+                "min_overlap_ms": imitation_overlap_ms,
+            },
+        )
+        for gate in imitation_gates
+    ]
     static_split = {"model": "static-shortcuts", "search_holdout": search_holdout}
     searched_from = {start for budgets, _, _, start in variants if budgets}
     pretrained = [
@@ -192,8 +225,12 @@ def _train_and_evaluate(
     each holding ``held_budget`` MACs per step when given (", held <B>M")."""
     from sanas.kws.train import TrainConfig, train
 
-    config = TrainConfig.from_dict({**base, **spec.fields})
-    result = train(config)
+    if spec.imitation is not None:
+        result = _imitate(spec, base, out)
+        config = TrainConfig.from_dict(json.loads((result.run_dir / "config.json").read_text()))
+    else:
+        config = TrainConfig.from_dict({**base, **spec.fields})
+        result = train(config)
     if spec.family != "sanas":
         return [_row(spec.name, spec.family, config.out, out, result)]
     held = "" if held_budget is None else f", held {held_budget / 1e6:.3g}M"
@@ -211,6 +248,33 @@ def _train_and_evaluate(
         )
         for t in thresholds
     ]
+
+
+def _imitate(spec: RunSpec, base: dict[str, Any], out: str) -> Any:
+    """An imitation run (:attr:`RunSpec.imitation`), made unless its folder holds one; its
+    :class:`~sanas.kws.train.RunResult` has one history entry per imitation epoch and no
+    validation accuracy (NaN)."""
+    from sanas.kws.imitation import imitation_run
+    from sanas.kws.train import RunResult
+
+    run_dir = Path(base["out"])
+    record_path = run_dir / "imitation.json"
+    if not record_path.is_file():
+        imitation_run(
+            base["init_from"],
+            [Path(out) / IMITATION_STREAM],
+            run_dir,
+            seed=base["seed"],
+            progress=False,
+            **(spec.imitation or {}),
+        )
+    record = json.loads(record_path.read_text())
+    losses = record["losses"]
+    history = [
+        {"epoch": i + 1, "seconds": record["seconds"] / len(losses), "loss": loss}
+        for i, loss in enumerate(losses)
+    ]
+    return RunResult(run_dir, history, [], len(losses), math.nan, math.nan)
 
 
 def _row(
@@ -246,7 +310,7 @@ def _row(
         "val_matched": validation["matched"],
         "val_correct": validation["correct"],
         "val_macs_per_step": validation["macs_per_step"],
-        "val_accuracy": result.best_accuracy,
+        "val_accuracy": None if math.isnan(result.best_accuracy) else result.best_accuracy,
         "best_epoch": result.best_epoch,
         "train_seconds": train_seconds,
         "eval_seconds": scores["real_time_factor"] * scores["stream_seconds"],
@@ -375,6 +439,15 @@ def run_experiment(
             generate_streaming_test(
                 SpeechCommands(data), out / folder, minutes=minutes, seed=seed, split=split
             )
+    imitating = any(spec.imitation is not None for spec in specs)
+    if imitating and not (out / IMITATION_STREAM / "labels.txt").is_file():
+        generate_streaming_test(
+            SpeechCommands(data),
+            out / IMITATION_STREAM,
+            minutes=2 * minutes,
+            seed=seed + 1,
+            split="training",
+        )
     base = {
         "data": str(data),
         "epochs": epochs,
@@ -474,7 +547,10 @@ def _write_outputs(
         scores = json.loads(saved.read_text())
         curves[row["model"]] = [CurvePoint(**point) for point in scores["fa_fr_curve"]]
     plot_fa_fr_curve(curves, out / "fa_fr_curve.png")
-    sanas_rows = [r for r in rows if r["family"] == "sanas"]
+    # imitation runs have no training history per class
+    sanas_rows = [
+        r for r in rows if r["family"] == "sanas" and (Path(r["run"]) / "metrics.jsonl").is_file()
+    ]
     if sanas_rows:
         chosen = max(sanas_rows, key=lambda r: r["correct"])
         history = [

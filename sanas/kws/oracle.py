@@ -37,6 +37,7 @@ from sanas.kws.models import KWS_TIERS
 from sanas.kws.sanas_model import SANASKWS, KWSModel
 from sanas.kws.streaming import FixedPolicy, StreamRun, engine_for_model
 from sanas.kws.streaming_metrics import DetectionConfig, detect, evaluate_stream, match_detections
+from sanas.supernet.reuse import reuse_costlier_outputs
 
 WINDOW_MS = 1000.0
 CLIP_MS = 1000.0
@@ -124,6 +125,21 @@ def _confident_share(
     return float((right & (chosen.max(axis=1) > threshold)).mean())
 
 
+def gated_posteriors(
+    expensive: np.ndarray, cheap: np.ndarray, gate: np.ndarray, reuse_steps: int = 0
+) -> np.ndarray:
+    """The ``expensive`` posteriors (T, C) on the steps of ``gate``, the ``cheap`` ones
+    elsewhere; with ``reuse_steps``, a cheap step within that many steps after an expensive
+    one repeats the latter's posteriors (:func:`~sanas.supernet.reuse.reuse_costlier_outputs`)."""
+    mixed = np.where(gate[:, None], expensive, cheap)
+    if not reuse_steps:
+        return mixed
+    reused = reuse_costlier_outputs(
+        torch.from_numpy(mixed), torch.from_numpy(gate.astype(np.int8)), reuse_steps
+    )
+    return reused.numpy()
+
+
 def _steps_to_detect(
     times_ms: np.ndarray,
     expensive: np.ndarray,
@@ -133,6 +149,7 @@ def _steps_to_detect(
     config: DetectionConfig,
     candidates: int,
     count: HindsightCount,
+    reuse_steps: int,
 ) -> tuple[int, ...] | None:
     """The fewest steps among the ``candidates`` best aligned with ``word`` on which the
     expensive tier must run (the cheap one elsewhere) for a fresh detector to fire on it
@@ -152,9 +169,9 @@ def _steps_to_detect(
     times, duration = times_ms[lo:hi], float(times_ms[hi - 1] - times_ms[lo]) + 1.0
     for size in range(4):
         for chosen in itertools.combinations(near, size):
-            mixed = cheap[lo:hi].copy()
-            steps = [s - lo for s in chosen]
-            mixed[steps] = expensive[lo:hi][steps]
+            gate = np.zeros(hi - lo, dtype=bool)
+            gate[[s - lo for s in chosen]] = True
+            mixed = gated_posteriors(expensive[lo:hi], cheap[lo:hi], gate, reuse_steps)
             found = detect(times, mixed, labels, config)
             if getattr(match_detections(found, [word], config, duration_ms=duration), count):
                 return chosen
@@ -171,6 +188,7 @@ def hindsight_gate(
     config: DetectionConfig | None = None,
     candidates: int = 5,
     count: HindsightCount = "correct",
+    reuse_steps: int = 0,
 ) -> np.ndarray:
     """Steps (a boolean mask) on which to run the ``expensive`` tier, the ``cheap`` one
     elsewhere, so that the most words are detected correctly (``count="correct"``; or at
@@ -181,7 +199,9 @@ def hindsight_gate(
     detector fire on it as counted (none if the cheap tier alone does); words are then
     served cheapest first, which detects the most words when each word's cost is its
     own. Neighbouring words interact through the detector's state, so score the mask on
-    the whole stream; it is a budgeted reference for gates, not a proof of optimality."""
+    the whole stream; it is a budgeted reference for gates, not a proof of optimality.
+    ``reuse_steps``: the cheap steps after an expensive one repeat its posteriors
+    (:func:`gated_posteriors`), so one expensive step can fill a detector's window."""
     config = DetectionConfig() if config is None else config
     if max_expensive_steps < 0:
         raise ValueError(f"max_expensive_steps must be >= 0, got {max_expensive_steps}")
@@ -189,7 +209,9 @@ def hindsight_gate(
         raise ValueError(f"count must be one of {HINDSIGHT_COUNTS}, got {count!r}")
     times = np.asarray(times_ms, dtype=float)
     needs = [
-        _steps_to_detect(times, expensive, cheap, labels, word, config, candidates, count)
+        _steps_to_detect(
+            times, expensive, cheap, labels, word, config, candidates, count, reuse_steps
+        )
         for word in ground_truth
     ]
     mask = np.zeros(times.shape[0], dtype=bool)
@@ -214,6 +236,20 @@ def expensive_steps_for(
     return max(0, min(steps, int(np.floor(spare + 1e-9))))
 
 
+def run_tiers(
+    model: KWSModel, audio: np.ndarray, tiers: Mapping[str, frozenset[str]] = KWS_TIERS
+) -> dict[str, StreamRun]:
+    """``model``'s super network run over ``audio`` once per tier (a used set, every step
+    on it; default: :data:`~sanas.kws.models.KWS_TIERS`), in eval mode."""
+    model.eval()
+    runs = {}
+    for name, used in tiers.items():
+        engine = engine_for_model(model, policy=FixedPolicy(model.net.architecture_of(used)))
+        with torch.inference_mode():
+            runs[name] = engine.run(audio)
+    return runs
+
+
 def oracle_gating(
     model: KWSModel,
     labels: Sequence[str],
@@ -226,6 +262,8 @@ def oracle_gating(
     architecture_thresholds: Sequence[float] = (),
     hindsight_budgets: Sequence[float] = (),
     hindsight_counts: Sequence[HindsightCount] = ("correct",),
+    strides: Sequence[int] = (),
+    reuse_steps: int = 0,
 ) -> list[PolicyScore]:
     """Score every fixed tier of ``model`` on a stream, then each other tier gated by the
     ground truth against the ``cheap`` one ("oracle <tier>/<cheap>"), once per minimum
@@ -233,35 +271,31 @@ def oracle_gating(
     the expensive tier on fewer, better aligned steps: "oracle <tier>/<cheap> >800ms"),
     then by :func:`hindsight_gate` within each of ``hindsight_budgets`` MACs per step
     ("hindsight <tier>/<cheap> ≤3.36M"), once per way of counting a word in
-    ``hindsight_counts`` (", matched" when not "correct"), then a SANAS model's own
-    controller at each of
-    ``architecture_thresholds`` ("controller τ=0.1")."""
+    ``hindsight_counts`` (", matched" when not "correct"), then on every k-th step for
+    each k of ``strides``, blind to the input ("every 5 steps <tier>/<cheap>": frame
+    skipping), then a SANAS model's own controller at each of ``architecture_thresholds``
+    ("controller τ=0.1"). ``reuse_steps``: in every gate, the cheap steps after an
+    expensive one reuse its posteriors (:func:`gated_posteriors`; the controller reuses
+    as the model does, ``reuse_steps`` of its run)."""
     if cheap not in tiers:
         raise ValueError(f"cheap tier {cheap!r} is not one of {sorted(tiers)}")
     if architecture_thresholds and not isinstance(model, SANASKWS):
         raise ValueError(f"architecture thresholds need a SANAS model, not {type(model).__name__}")
+    if any(stride < 1 for stride in strides):
+        raise ValueError(f"strides must be at least 1, got {list(strides)}")
     audio = read_wav(wav_path)
     ground_truth = read_stream_labels(labels_path)
     duration_ms = 1000.0 * len(audio) / SAMPLE_RATE
-    runs: dict[str, StreamRun] = {}
-    for name, used in tiers.items():
-        engine = engine_for_model(model, policy=FixedPolicy(model.net.architecture_of(used)))
-        with torch.inference_mode():
-            runs[name] = engine.run(audio)
-    times = runs[cheap].times_ms
+    runs = run_tiers(model, audio, tiers)
+    base = runs[cheap]
+    times = base.times_ms
     policies = {name: ("tier", run.posteriors, run.macs_window) for name, run in runs.items()}
-    for overlap in min_overlaps_ms:
+    gates: dict[str, tuple[str, str, np.ndarray]] = {}  # policy → family, tier, gate
+    expensive_tiers = [name for name in runs if name != cheap]
+    for overlap, name in itertools.product(min_overlaps_ms, expensive_tiers):
         speech = speech_steps(times, [time for _, time in ground_truth], overlap)
         suffix = f" >{overlap:g}ms" if overlap else ""
-        for name, run in runs.items():
-            if name != cheap:
-                policies[f"oracle {name}/{cheap}{suffix}"] = (
-                    f"oracle {name}/{cheap}",
-                    np.where(speech[:, None], run.posteriors, runs[cheap].posteriors),
-                    np.where(speech, run.macs_window, runs[cheap].macs_window),
-                )
-    base = runs[cheap]
-    expensive_tiers = [name for name in runs if name != cheap]
+        gates[f"oracle {name}/{cheap}{suffix}"] = (f"oracle {name}/{cheap}", name, speech)
     for budget, name, count in itertools.product(
         hindsight_budgets, expensive_tiers, hindsight_counts
     ):
@@ -270,12 +304,30 @@ def oracle_gating(
             budget, len(times), float(run.macs_window.mean()), float(base.macs_window.mean())
         )
         gate = hindsight_gate(
-            times, run.posteriors, base.posteriors, labels, ground_truth, most, config, count=count
+            times,
+            run.posteriors,
+            base.posteriors,
+            labels,
+            ground_truth,
+            most,
+            config,
+            count=count,
+            reuse_steps=reuse_steps,
         )
         suffix = "" if count == "correct" else f", {count}"
-        policies[f"hindsight {name}/{cheap} ≤{budget / 1e6:.3g}M{suffix}"] = (
+        gates[f"hindsight {name}/{cheap} ≤{budget / 1e6:.3g}M{suffix}"] = (
             f"hindsight {name}/{cheap}{suffix}",
-            np.where(gate[:, None], run.posteriors, base.posteriors),
+            name,
+            gate,
+        )
+    for stride, name in itertools.product(strides, expensive_tiers):
+        every = np.arange(len(times)) % stride == 0
+        gates[f"every {stride} steps {name}/{cheap}"] = (f"stride {name}/{cheap}", name, every)
+    for policy, (family, name, gate) in gates.items():
+        run = runs[name]
+        policies[policy] = (
+            family,
+            gated_posteriors(run.posteriors, base.posteriors, gate, reuse_steps),
             np.where(gate, run.macs_window, base.macs_window),
         )
     if isinstance(model, SANASKWS):

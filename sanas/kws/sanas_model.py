@@ -47,6 +47,7 @@ from sanas.supernet.estimators import (
 )
 from sanas.supernet.executors import run_masked
 from sanas.supernet.graph import SuperNetwork
+from sanas.supernet.reuse import reuse_costlier_outputs
 
 ModelKind = Literal["static", "static-shortcuts", "bsn", "sanas"]
 MODEL_KINDS: tuple[str, ...] = ("static", "static-shortcuts", "bsn", "sanas")
@@ -176,6 +177,12 @@ class KWSModel(nn.Module):
     Subclasses choose the architectures; here live the window execution (plain, or with
     the convolutions computed once per sequence: ``shared_convs``), the optional logit
     ReLU, the per-step costs and the two parameter groups (network, architecture).
+
+    ``reuse_steps``: in evaluation a step repeats the logits of the most recent of the
+    ``reuse_steps`` steps before it that ran a costlier architecture
+    (:func:`~sanas.supernet.reuse.reuse_costlier_outputs`; 0, the default: none). Like an
+    architecture threshold it is an operating choice, not a weight; a model whose steps
+    all cost the same (static, BSN) is unchanged by it.
     """
 
     def __init__(
@@ -195,6 +202,7 @@ class KWSModel(nn.Module):
         self.register_buffer(
             "cheapest_architecture", net.cheapest_architecture(self.cost), persistent=False
         )
+        self.reuse_steps = 0
 
     def network_parameters(self) -> list[nn.Parameter]:
         """Weights of the super network (trained by backprop, with weight decay)."""
@@ -307,6 +315,8 @@ class KWSModel(nn.Module):
         features = self.input_norm(features)
         trunks = self.shared_trunks(features, mask)
         output = self.run_normalized(features, mask, trunks)
+        if self.reuse_steps and not self.training:
+            output.logits = reuse_costlier_outputs(output.logits, output.cost, self.reuse_steps)
         if full_network:
             output.full_logits = self.run_windows(features, self.all_on(features), mask, trunks)
         if cheapest_network:

@@ -233,8 +233,8 @@ def engine_for_model(
     budget: float | None = None,
 ) -> StreamingEngine:
     """A batch-1 :class:`StreamingEngine` that reproduces a trained
-    :class:`~sanas.kws.sanas_model.KWSModel` in evaluation: its policy, logit transform
-    and input normalisation. ``policy`` replaces the model's own (e.g. a fixed tier);
+    :class:`~sanas.kws.sanas_model.KWSModel` in evaluation: its policy, logit transform,
+    input normalisation and output reuse. ``policy`` replaces the model's own (e.g. a fixed tier);
     ``budget``: a SANAS model's mean MACs per step, held (:func:`policy_for_model`)."""
     own_policy, transform = policy_for_model(model, budget)
     policy = own_policy if policy is None else policy
@@ -244,6 +244,7 @@ def engine_for_model(
         cache=cache,
         logit_transform=transform,
         input_transform=model.input_norm,
+        reuse_steps=model.reuse_steps,
     )
 
 
@@ -327,7 +328,7 @@ class StepResult:
 @dataclass
 class StreamRun:
     """A whole stream's steps as arrays: (T,) times, (T, C) logits and posteriors, (T, S)
-    architectures, (T,) MACs per window and executed."""
+    architectures, (T,) MACs per window and executed, (T, F) feature taps."""
 
     times_ms: np.ndarray
     logits: np.ndarray
@@ -335,6 +336,7 @@ class StreamRun:
     architectures: np.ndarray
     macs_window: np.ndarray
     macs_executed: np.ndarray
+    features: np.ndarray
 
     @classmethod
     def from_steps(cls, steps: Sequence[StepResult]) -> StreamRun:
@@ -346,6 +348,7 @@ class StreamRun:
             torch.stack([s.architecture for s in steps]).numpy(),
             np.array([s.macs_window for s in steps]),
             np.array([s.macs_executed for s in steps]),
+            torch.stack([s.features for s in steps]).numpy(),
         )
 
 
@@ -436,6 +439,7 @@ class _Stream:
     step: int = 0
     previous: Tensor | None = None  # (1, F) features of the previous step
     state: Tensor | None = None  # policy state, batch of 1
+    recent: list[tuple[float, Tensor, Tensor]] = field(default_factory=list)  # for output reuse
     buffers: dict[str, _RowBuffer] = field(default_factory=dict)  # trunk node → its rows
 
 
@@ -468,6 +472,10 @@ class MultiStreamEngine:
         step_frames: frames between consecutive windows (20 = 200 ms).
         input_transform: a frame-wise map applied to each new feature frame (a trained
             model's :class:`~sanas.kws.features.FeatureNormalizer`).
+        reuse_steps: a step repeats the logits and posteriors of the most recent of the
+            ``reuse_steps`` steps before it that ran a costlier architecture
+            (:func:`~sanas.supernet.reuse.reuse_costlier_outputs`, a trained model's
+            ``reuse_steps``); 0: every step gives its own.
     """
 
     def __init__(
@@ -480,9 +488,12 @@ class MultiStreamEngine:
         logit_transform: Callable[[Tensor], Tensor] | None = None,
         step_frames: int = STEP_FRAMES,
         input_transform: Callable[[Tensor], Tensor] | None = None,
+        reuse_steps: int = 0,
     ) -> None:
         if streams < 1:
             raise ValueError(f"streams must be at least 1, got {streams}")
+        if reuse_steps < 0:
+            raise ValueError(f"reuse steps must be >= 0, got {reuse_steps}")
         if not net.feature_outputs:
             raise ValueError("the network needs a feature tap (feature_outputs) for the policy")
         self.net = net
@@ -497,6 +508,7 @@ class MultiStreamEngine:
         self.cache = cache
         self.logit_transform = logit_transform
         self.input_transform = input_transform
+        self.reuse_steps = reuse_steps
         self.step_frames = step_frames
         self.layout: TrunkLayout = trunk_layout(net)
         self.window = self.layout.window
@@ -739,12 +751,15 @@ class MultiStreamEngine:
         taps = self._value(self.tap, values, batch)
         results = []
         for k, stream in enumerate(streams):
+            reused_logits, reused_posteriors = self._reuse(
+                stream, plan.macs_window, logits[k], posteriors[k]
+            )
             results.append(
                 StepResult(
                     step=stream.step,
                     time_ms=stream.step * self.step_ms,
-                    logits=logits[k],
-                    posteriors=posteriors[k],
+                    logits=reused_logits,
+                    posteriors=reused_posteriors,
                     architecture=plan.architecture,
                     features=taps[k],
                     macs_window=plan.macs_window,
@@ -754,6 +769,19 @@ class MultiStreamEngine:
             stream.previous = taps if batch == 1 else taps[k : k + 1]
             stream.step += 1
         return results
+
+    def _reuse(
+        self, stream: _Stream, cost: float, logits: Tensor, posteriors: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """This step's outputs, or those of the most recent of the ``reuse_steps`` steps
+        before it that cost more; remembers this step's own."""
+        if not self.reuse_steps:
+            return logits, posteriors
+        reused = next(
+            ((lo, po) for c, lo, po in reversed(stream.recent) if c > cost), (logits, posteriors)
+        )
+        stream.recent = [*stream.recent, (cost, logits, posteriors)][-self.reuse_steps :]
+        return reused
 
     def _apply(self, op: _Op, values: list[Tensor | None], batch: int) -> Tensor:
         """Merge an op's inputs the way its node declares, then apply its kernel."""
@@ -798,6 +826,7 @@ class StreamingEngine:
         cache: bool = True,
         logit_transform: Callable[[Tensor], Tensor] | None = None,
         input_transform: Callable[[Tensor], Tensor] | None = None,
+        reuse_steps: int = 0,
     ) -> None:
         self.engine = MultiStreamEngine(
             net,
@@ -807,6 +836,7 @@ class StreamingEngine:
             cache=cache,
             logit_transform=logit_transform,
             input_transform=input_transform,
+            reuse_steps=reuse_steps,
         )
 
     @property

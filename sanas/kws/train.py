@@ -171,6 +171,10 @@ class TrainConfig:
     word steps and 0.11 on silence there, against 0.40 and 0.07 on validation clips,
     so the controller learned nothing about when to spend. A static model with it
     simply trains on the other speakers (what a search then starts from).
+    ``reuse_steps``: in evaluation (validation and streams) a step repeats the output of
+    the most recent of that many steps before it that ran a costlier architecture
+    (:func:`~sanas.supernet.reuse.reuse_costlier_outputs`; 0: none). A controller imitating a
+    gate that counted on it (:mod:`sanas.kws.imitation`) must be evaluated with it.
     """
 
     data: str = ""
@@ -206,6 +210,7 @@ class TrainConfig:
     train_paths: tuple[tuple[str, ...], ...] | None = None
     init_from: str | None = None
     search_holdout: float = 0.0
+    reuse_steps: int = 0
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
     options: SANASOptions = field(default_factory=SANASOptions)
 
@@ -252,6 +257,7 @@ class TrainConfig:
              "needs a searched model (bsn or sanas)"),
             ("search_holdout", self.search_holdout, 0 <= self.search_holdout < 1,
              "must be in [0, 1)"),
+            ("reuse_steps", self.reuse_steps, self.reuse_steps >= 0, "must be >= 0"),
             ("train_cheapest_network", self.train_cheapest_network,
              not self.train_cheapest_network or self.searches_architecture,
              "needs a searched model (bsn or sanas)"),
@@ -449,7 +455,7 @@ def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 
 
 def _make_model(config: TrainConfig, num_classes: int) -> KWSModel:
-    return build_kws_model(
+    model = build_kws_model(
         config.model,  # type: ignore[arg-type]
         num_classes=num_classes,
         channels=config.channels,
@@ -458,6 +464,8 @@ def _make_model(config: TrainConfig, num_classes: int) -> KWSModel:
         shared_convs=config.shared_convs,
         cost_adds=config.cost_adds,  # type: ignore[arg-type]
     )
+    model.reuse_steps = config.reuse_steps
+    return model
 
 
 def _optimizer(model: KWSModel, config: TrainConfig) -> torch.optim.Optimizer:
@@ -605,6 +613,19 @@ def _atomic_save(obj: Any, path: Path) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     _atomic_write(path, buffer.getvalue())
+
+
+def save_run(model: KWSModel, config: TrainConfig, **records: Any) -> Path:
+    """Write a model trained outside :func:`train` as a run folder at ``config.out``:
+    config.json, best.pt (what :func:`load_run` reads) and one JSON file per ``records``
+    entry (``name=value`` → name.json), each written atomically."""
+    run_dir = Path(config.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write(run_dir / "config.json", (json.dumps(config.to_dict(), indent=2) + "\n").encode())
+    for name, value in records.items():
+        _atomic_write(run_dir / f"{name}.json", (json.dumps(value, indent=2) + "\n").encode())
+    _atomic_save({"model": model.state_dict()}, run_dir / BEST)
+    return run_dir
 
 
 def _flat(row: dict[str, Any]) -> dict[str, Any]:
@@ -961,10 +982,12 @@ def load_run(
     run_dir: str | os.PathLike[str],
     which: Literal["best", "last"] = "best",
     architecture_threshold: float | None = None,
+    reuse_steps: int | None = None,
 ) -> tuple[KWSModel, TrainConfig]:
     """The model of a run folder (its best epoch, or the last checkpoint) in eval mode,
     and its configuration. ``architecture_threshold`` (SANAS runs only): the operating
-    point of its controller (:class:`~sanas.kws.sanas_model.SANASKWS`; None: 0.5)."""
+    point of its controller (:class:`~sanas.kws.sanas_model.SANASKWS`; None: 0.5).
+    ``reuse_steps``: replaces the run's own output reuse (``TrainConfig.reuse_steps``)."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
     if not config_path.is_file():
@@ -982,7 +1005,25 @@ def load_run(
                 f"{config.model!r}"
             )
         model.architecture_threshold = architecture_threshold
+    if reuse_steps is not None:
+        if reuse_steps < 0:
+            raise ValueError(f"reuse steps must be >= 0, got {reuse_steps}")
+        model.reuse_steps = reuse_steps
     return model.eval(), config
+
+
+def sanas_from_run(run_dir: str | os.PathLike[str], **fields: Any) -> tuple[SANASKWS, TrainConfig]:
+    """A SANAS model on the super network of a trained run (its best weights and input
+    normaliser, e.g. a static + shortcuts network), its controller fresh, and its config:
+    the run's, as a ``sanas`` model started from it, with ``fields`` replaced."""
+    _, source_config = load_run(run_dir)
+    values = {**source_config.to_dict(), "model": "sanas", "init_from": str(run_dir), **fields}
+    config = TrainConfig.from_dict(values)
+    model = _make_model(config, kws_task(config.task).num_classes)
+    if not isinstance(model, SANASKWS):
+        raise ConfigError(f"config field 'model' must be 'sanas' here, got {config.model!r}")
+    _initialize_from(model, config)
+    return model, config
 
 
 __all__ = [
@@ -993,5 +1034,7 @@ __all__ = [
     "evaluate",
     "load_config",
     "load_run",
+    "sanas_from_run",
+    "save_run",
     "train",
 ]

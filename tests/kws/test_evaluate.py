@@ -214,3 +214,50 @@ def test_a_distilled_search_differs_from_its_plain_twin_only_by_distillation() -
     assert {**plain.fields, "distill_cheapest": True} == distilled.fields
     only_distilled = default_specs(lams=(), sanas_budgets=(), distilled_search_budgets=(4e6,))
     assert "+ shortcuts, search split" in {s.name for s in only_distilled}
+
+
+def test_imitation_runs_drive_the_trained_baseline_and_are_scored_like_any_run(
+    tone_data: Path, tmp_path: Path
+) -> None:
+    imitation = {"gate": "aligned", "reuse_steps": 2, "min_overlap_ms": 800.0}
+    specs = [
+        RunSpec("static", "static", {"model": "static-shortcuts"}),
+        RunSpec("SANAS imitating", "sanas", start_from="static", imitation=imitation),
+    ]
+    rows = run_experiment(
+        tone_data,
+        tmp_path,
+        specs,
+        epochs=1,
+        channels=2,
+        minutes=0.5,
+        jobs=1,
+        base_fields={"batch_size": 8, "workers": 0},
+        architecture_thresholds=(0.5, 0.1),
+    )
+    assert sorted(r["model"] for r in rows) == [
+        "SANAS imitating",
+        "SANAS imitating τ=0.1",
+        "static",
+    ]
+    assert (tmp_path / "trainstream" / "labels.txt").is_file()
+    run = Path(next(r["run"] for r in rows if r["family"] == "sanas"))
+    record = json.loads((run / "imitation.json").read_text())
+    assert record["gate"] == "aligned" and record["streams"] == [str(tmp_path / "trainstream")]
+    assert 0 < record["gate_share"][0] < 1
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"] == "sanas" and config["reuse_steps"] == 2
+    for row in rows:
+        assert 0 <= row["correct"] <= row["matched"] <= 100
+    assert (tmp_path / "table.txt").stat().st_size > 0
+
+
+def test_imitation_specs_start_from_the_longest_trained_baseline() -> None:
+    specs = default_specs(
+        lams=(), sanas_budgets=(), baseline_epochs=(25, 35), imitation_gates=("aligned",)
+    )
+    imitating = next(s for s in specs if s.imitation is not None)
+    assert imitating.start_from == "+ shortcuts, 35 epochs"
+    assert imitating.imitation == {"gate": "aligned", "reuse_steps": 2, "min_overlap_ms": 800.0}
+    with pytest.raises(ValueError, match="imitation gates must be among"):
+        default_specs(imitation_gates=("psychic",))

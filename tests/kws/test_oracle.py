@@ -13,6 +13,7 @@ from sanas.kws.data.stream_file import generate_streaming_test
 from sanas.kws.oracle import (
     confident_word_steps,
     expensive_steps_for,
+    gated_posteriors,
     hindsight_gate,
     oracle_gating,
     speech_steps,
@@ -110,6 +111,15 @@ def test_controller_thresholds_need_a_sanas_model() -> None:
         oracle_gating(model, kws_task("12").labels, "x.wav", "y.txt", architecture_thresholds=[0.1])
 
 
+def test_gated_posteriors_reuse_an_expensive_step_on_the_cheap_steps_after_it() -> None:
+    expensive, cheap = np.full((6, 2), [1.0, 0.0]), np.full((6, 2), [0.0, 1.0])
+    expensive[4] = [0.5, 0.5]  # another expensive output, to tell them apart
+    gate = np.array([False, True, False, False, True, False])
+    assert gated_posteriors(expensive, cheap, gate)[:, 0].tolist() == [0, 1, 0, 0, 0.5, 0]
+    reused = gated_posteriors(expensive, cheap, gate, reuse_steps=2)
+    assert reused[:, 0].tolist() == [0, 1, 1, 1, 0.5, 0.5]
+
+
 def test_oracle_mixes_lie_between_the_cheap_tier_and_the_expensive_one(
     tone_data: Path, tmp_path: Path
 ) -> None:
@@ -127,6 +137,7 @@ def test_oracle_mixes_lie_between_the_cheap_tier_and_the_expensive_one(
             architecture_thresholds=(0.5, 0.01),
             hindsight_budgets=(0.6e6,),
             hindsight_counts=("correct", "matched"),
+            strides=(5,),
         )
     }
     oracles = ["oracle conv_0/cheap", "oracle full/cheap"]
@@ -136,8 +147,14 @@ def test_oracle_mixes_lie_between_the_cheap_tier_and_the_expensive_one(
         for tier in ("conv_0", "full")
         for count in ("", ", matched")
     ]
+    strided = ["every 5 steps conv_0/cheap", "every 5 steps full/cheap"]
     controller = ["controller τ=0.5", "controller τ=0.01"]
-    assert list(scores) == ["cheap", "conv_0", "full", *gates, *hindsight, *controller]
+    assert list(scores) == ["cheap", "conv_0", "full", *gates, *hindsight, *strided, *controller]
+    steps = 5 * 30 - 4  # 30 s, a 1 s window every 200 ms
+    cheap, full = scores["cheap"].macs_per_step, scores["full"].macs_per_step
+    every_fifth = cheap + (full - cheap) * len(range(0, steps, 5)) / steps
+    assert scores["every 5 steps full/cheap"].macs_per_step == pytest.approx(every_fifth)
+    assert scores["every 5 steps full/cheap"].family == "stride full/cheap"
     for name in hindsight:
         assert scores["cheap"].macs_per_step <= scores[name].macs_per_step <= 0.6e6
     assert scores["oracle full/cheap >800ms"].family == "oracle full/cheap"

@@ -209,6 +209,28 @@ def test_sanas_controller_policy_matches_the_model(audio: np.ndarray, threshold:
     torch.testing.assert_close(logits, expected.logits[0], rtol=1e-5, atol=1e-5)
 
 
+def test_reused_outputs_match_the_models_own_reuse(audio: np.ndarray) -> None:
+    """With ``reuse_steps`` the engine repeats a recent costlier step's outputs on cheaper
+    steps exactly as the model's own evaluation does, and only there."""
+    torch.manual_seed(0)
+    model = SANASKWS(cnn_trad_fpool3(shortcuts=True), init_bias=0.0).eval()
+    model.architecture_threshold = 0.4  # whole networks, then cheap paths or none
+    features = MFCC()(torch.from_numpy(audio)).unsqueeze(0)
+    own = engine_for_model(model).run(audio)
+    model.reuse_steps = 2
+    with torch.no_grad():
+        expected = model(features)
+    reused = engine_for_model(model).run(audio)
+    torch.testing.assert_close(
+        model.logits(torch.from_numpy(reused.logits)), expected.logits[0], rtol=1e-5, atol=1e-5
+    )
+    changed = (reused.posteriors != own.posteriors).any(axis=1)
+    cheaper = reused.macs_window[1:] < np.maximum.accumulate(reused.macs_window)[:-1]
+    assert changed.any()
+    assert not changed[0] and not (changed[1:] & ~cheaper).any()
+    assert np.array_equal(reused.architectures, own.architectures)  # the policy is untouched
+
+
 def test_a_held_budget_bounds_every_prefix_of_the_stream(audio: np.ndarray) -> None:
     """A controller that wants every node on, held to a fifth of the full network's MACs:
     the bucket lets whole networks through in bursts and keeps every prefix in budget."""
