@@ -37,13 +37,7 @@ from sanas.kws.data.audio import read_wav
 from sanas.kws.data.speech_commands import kws_task
 from sanas.kws.data.stream_file import read_stream_labels
 from sanas.kws.models import KWS_TIERS
-from sanas.kws.oracle import (
-    HindsightCount,
-    expensive_steps_for,
-    hindsight_gate,
-    run_tiers,
-    speech_steps,
-)
+from sanas.kws.oracle import HindsightCount, hindsight_gate_within, run_tiers, speech_steps
 from sanas.kws.sanas_model import SANASKWS, KWSModel
 from sanas.kws.streaming_metrics import DetectionConfig
 from sanas.kws.train import sanas_from_run, save_run
@@ -97,22 +91,8 @@ def gate_example(
     if gate == "aligned":
         spend = speech_steps(full.times_ms, [time for _, time in ground_truth], min_overlap_ms)
         return GateExample(full.features, cheap.features, spend)
-    steps = len(full.times_ms)
-    most = steps
-    if budget_per_step is not None:
-        most = expensive_steps_for(
-            budget_per_step, steps, float(full.macs_window.mean()), float(cheap.macs_window.mean())
-        )
-    spend = hindsight_gate(
-        full.times_ms,
-        full.posteriors,
-        cheap.posteriors,
-        labels,
-        ground_truth,
-        most,
-        config,
-        count=count,
-        reuse_steps=reuse_steps,
+    spend = hindsight_gate_within(
+        full, cheap, labels, ground_truth, budget_per_step, config, count, reuse_steps
     )
     return GateExample(full.features, cheap.features, spend)
 

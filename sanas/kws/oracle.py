@@ -236,6 +236,40 @@ def expensive_steps_for(
     return max(0, min(steps, int(np.floor(spare + 1e-9))))
 
 
+def hindsight_gate_within(
+    expensive: StreamRun,
+    cheap: StreamRun,
+    labels: Sequence[str],
+    ground_truth: Sequence[tuple[str, float]],
+    budget_per_step: float | None = None,
+    config: DetectionConfig | None = None,
+    count: HindsightCount = "correct",
+    reuse_steps: int = 0,
+) -> np.ndarray:
+    """:func:`hindsight_gate` between two tier runs of a stream, spending at most
+    ``budget_per_step`` MACs per step on average (``None``: as much as the words need)."""
+    steps = len(expensive.times_ms)
+    most = steps
+    if budget_per_step is not None:
+        most = expensive_steps_for(
+            budget_per_step,
+            steps,
+            float(expensive.macs_window.mean()),
+            float(cheap.macs_window.mean()),
+        )
+    return hindsight_gate(
+        expensive.times_ms,
+        expensive.posteriors,
+        cheap.posteriors,
+        labels,
+        ground_truth,
+        most,
+        config,
+        count=count,
+        reuse_steps=reuse_steps,
+    )
+
+
 def run_tiers(
     model: KWSModel, audio: np.ndarray, tiers: Mapping[str, frozenset[str]] = KWS_TIERS
 ) -> dict[str, StreamRun]:
@@ -299,20 +333,8 @@ def oracle_gating(
     for budget, name, count in itertools.product(
         hindsight_budgets, expensive_tiers, hindsight_counts
     ):
-        run = runs[name]
-        most = expensive_steps_for(
-            budget, len(times), float(run.macs_window.mean()), float(base.macs_window.mean())
-        )
-        gate = hindsight_gate(
-            times,
-            run.posteriors,
-            base.posteriors,
-            labels,
-            ground_truth,
-            most,
-            config,
-            count=count,
-            reuse_steps=reuse_steps,
+        gate = hindsight_gate_within(
+            runs[name], base, labels, ground_truth, budget, config, count, reuse_steps
         )
         suffix = "" if count == "correct" else f", {count}"
         gates[f"hindsight {name}/{cheap} ≤{budget / 1e6:.3g}M{suffix}"] = (
