@@ -17,12 +17,15 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sanas.kws.models import KWS_TIERS
 from sanas.kws.plots import ModelPoint, plot_cost_accuracy, plot_cost_per_class
 from sanas.kws.sanas_model import SANASOptions
 from sanas.kws.streaming_metrics import CurvePoint, plot_fa_fr_curve
+
+if TYPE_CHECKING:
+    from sanas.kws.train import RunResult
 
 TABLE_COLUMNS = ("model", "matched", "correct", "wrong", "false_alarm", "macs_per_step")
 FAMILIES = ("static", "bsn", "sanas")  # table order
@@ -250,7 +253,7 @@ def _train_and_evaluate(
     ]
 
 
-def _imitate(spec: RunSpec, base: dict[str, Any], out: str) -> Any:
+def _imitate(spec: RunSpec, base: dict[str, Any], out: str) -> RunResult:
     """An imitation run (:attr:`RunSpec.imitation`), made unless its folder holds one; its
     :class:`~sanas.kws.train.RunResult` has one history entry per imitation epoch and no
     validation accuracy (NaN)."""

@@ -45,48 +45,35 @@ def _save(figure: Figure, path: str | Path) -> Path:
 
 
 def plot_cost_accuracy(points: Sequence[ModelPoint], path: str | Path) -> Path:
-    """Matched and Correct (% of words) against MACs per step, log-x, one marker per family."""
+    """Correct (solid) and Matched (dotted), % of words, against MACs per step, log-x: one
+    marker per family, one colour and legend entry per curve (a family's points, or each
+    series of operating points of one run), its points labelled."""
     figure = Figure(figsize=(7, 4.5))
     axes = figure.subplots()
     markers = {"static": "s", "bsn": "^", "sanas": "o"}
-    for index, family in enumerate(dict.fromkeys(p.family for p in points)):
+    curves = dict.fromkeys((p.family, p.series) for p in points)
+    for index, (family, series) in enumerate(curves):
         color, marker = f"C{index}", markers.get(family, "D")
-        members = [p for p in points if p.family == family]
-        for number, series in enumerate(dict.fromkeys(p.series for p in members)):
-            chosen = sorted((p for p in members if p.series == series), key=_cost)
-            macs = [p.macs_per_step for p in chosen]
-            first = number == 0  # one legend entry per family
-            axes.plot(
-                macs,
-                [p.correct for p in chosen],
-                marker=marker,
-                color=color,
-                label=f"{family}: correct" if first else None,
+        chosen = sorted((p for p in points if (p.family, p.series) == (family, series)), key=_cost)
+        macs = [p.macs_per_step for p in chosen]
+        axes.plot(
+            macs, [p.correct for p in chosen], marker=marker, color=color, label=series or family
+        )
+        axes.plot(
+            macs, [p.matched for p in chosen], marker=marker, color=color, linestyle=":", alpha=0.5
+        )
+        for p in chosen:
+            axes.annotate(
+                p.label if series else p.name,
+                (p.macs_per_step, p.correct),
+                fontsize=7,
+                textcoords="offset points",
+                xytext=(3, 3),
             )
-            axes.plot(
-                macs,
-                [p.matched for p in chosen],
-                marker=marker,
-                color=color,
-                linestyle=":",
-                alpha=0.5,
-                label=f"{family}: matched" if first else None,
-            )
-            for p in chosen:
-                text = p.label if series else p.name
-                if series and p is chosen[-1]:
-                    text = f"{series} {p.label}".strip()
-                axes.annotate(
-                    text,
-                    (p.macs_per_step, p.correct),
-                    fontsize=7,
-                    textcoords="offset points",
-                    xytext=(3, 3),
-                )
     axes.set_xscale("log")
     axes.set_xlabel("MACs per step (200 ms)")
     axes.set_ylabel("% of ground-truth words")
-    axes.set_title("Streaming accuracy against cost")
+    axes.set_title("Streaming accuracy against cost (solid: Correct, dotted: Matched)")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=7)
     return _save(figure, path)

@@ -617,14 +617,15 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 def save_run(model: KWSModel, config: TrainConfig, **records: Any) -> Path:
     """Write a model trained outside :func:`train` as a run folder at ``config.out``:
-    config.json, best.pt (what :func:`load_run` reads) and one JSON file per ``records``
-    entry (``name=value`` → name.json), each written atomically."""
+    config.json, best.pt (what :func:`load_run` reads), then one JSON file per ``records``
+    entry (``name=value`` → name.json), each written atomically: a record's presence
+    means the folder is complete."""
     run_dir = Path(config.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     _atomic_write(run_dir / "config.json", (json.dumps(config.to_dict(), indent=2) + "\n").encode())
+    _atomic_save({"model": model.state_dict()}, run_dir / BEST)
     for name, value in records.items():
         _atomic_write(run_dir / f"{name}.json", (json.dumps(value, indent=2) + "\n").encode())
-    _atomic_save({"model": model.state_dict()}, run_dir / BEST)
     return run_dir
 
 
