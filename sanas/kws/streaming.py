@@ -234,8 +234,9 @@ def engine_for_model(
 ) -> StreamingEngine:
     """A batch-1 :class:`StreamingEngine` that reproduces a trained
     :class:`~sanas.kws.sanas_model.KWSModel` in evaluation: its policy, logit transform,
-    input normalisation and output reuse. ``policy`` replaces the model's own (e.g. a fixed tier);
-    ``budget``: a SANAS model's mean MACs per step, held (:func:`policy_for_model`)."""
+    input normalisation and output reuse. ``policy`` replaces the model's own (e.g. a
+    fixed tier); ``budget``: a SANAS model's mean MACs per step, held
+    (:func:`policy_for_model`)."""
     own_policy, transform = policy_for_model(model, budget)
     policy = own_policy if policy is None else policy
     return StreamingEngine(
