@@ -90,10 +90,10 @@ def gate_example(
     ground_truth = read_stream_labels(labels_path)
     if gate == "aligned":
         spend = speech_steps(full.times_ms, [time for _, time in ground_truth], min_overlap_ms)
-        return GateExample(full.features, cheap.features, spend)
-    spend = hindsight_gate_within(
-        full, cheap, labels, ground_truth, budget_per_step, config, count, reuse_steps
-    )
+    else:
+        spend = hindsight_gate_within(
+            full, cheap, labels, ground_truth, budget_per_step, config, count, reuse_steps
+        )
     return GateExample(full.features, cheap.features, spend)
 
 
@@ -121,13 +121,13 @@ def imitate_gate(
     progress: bool = True,
 ) -> list[float]:
     """Train ``model``'s controller to choose, at each step, the full tier where the gate
-    did and the cheap tier elsewhere (binary cross-entropy on each stochastic node's
-    probability, starting from the base rates of the targets; the network's weights do not
-    change). Streams are cut into chunks of
-    ``chunk_steps``; each chunk starts from the controller's initial state. The first half
-    of the epochs feeds the controller the features of the gate's choices with a
-    probability falling from 1 to 0 (teacher forcing), then of its own sampled choices
-    (roll-in), as it will be fed at run time. Returns the mean loss of each epoch."""
+    did and the cheap tier elsewhere: binary cross-entropy on each stochastic node's
+    probability, its bias starting from the targets' base rate; the network's weights do
+    not change. Streams are cut into chunks of ``chunk_steps``; each chunk starts from the
+    controller's initial state. Over the first half of the epochs the controller is fed
+    the features of the gate's choices with a probability falling from 1 to 0 (teacher
+    forcing), else those of its own sampled choices (roll-in), as it will be fed at run
+    time. Returns the mean loss (summed over nodes) of each epoch."""
     if epochs < 1 or chunk_steps < 1 or batch_size < 1:
         raise ValueError("epochs, chunk_steps and batch_size must be at least 1")
     if not examples:
