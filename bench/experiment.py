@@ -91,6 +91,12 @@ def main() -> None:
         help="imitation runs: the cheap steps after a full one reuse its output",
     )
     parser.add_argument(
+        "--imitation-streams",
+        type=int,
+        default=1,
+        help="imitation runs learn from this many 2 x --minutes streams of the training list",
+    )
+    parser.add_argument(
         "--imitation-overlap-ms",
         type=float,
         default=800.0,
@@ -159,6 +165,7 @@ def main() -> None:
         imitation_gates=tuple(g for g in args.imitation_gates.split(",") if g),
         reuse_steps=args.reuse_steps,
         imitation_overlap_ms=args.imitation_overlap_ms,
+        imitation_stream_count=args.imitation_streams,
     )
     specs = [spec for spec in specs if re.search(args.only, spec.name)]
     if not specs:

@@ -31,7 +31,8 @@ TABLE_COLUMNS = ("model", "matched", "correct", "wrong", "false_alarm", "macs_pe
 FAMILIES = ("static", "bsn", "sanas")  # table order
 # Stream folders of an experiment and the list each is built from.
 STREAM_SPLITS = {"stream": "testing", "valstream": "validation"}
-# The stream imitation learns from (training speakers, twice as long, another seed).
+# The streams imitation learns from (training speakers, twice as long, other seeds):
+# trainstream, then trainstream_2, trainstream_3, ... when it learns from several.
 IMITATION_STREAM = "trainstream"
 # The training recipe every run of the experiment shares (TrainConfig fields), beyond the
 # reference: multi-word sequences of 1–4 s (a controller must learn to come back to cheap
@@ -62,7 +63,8 @@ class RunSpec:
     start this run (``TrainConfig.init_from``); this run waits for that one to end.
     ``imitation``: instead of training, the run's controller imitates a gate on that
     network (:func:`~sanas.kws.imitation.imitation_run` with these arguments) on the
-    experiment's stream of training speakers (:data:`IMITATION_STREAM`).
+    experiment's streams of training speakers (:func:`imitation_streams`; how many: the
+    entry ``streams``, default 1).
     """
 
     name: str
@@ -88,6 +90,7 @@ def default_specs(
     imitation_gates: tuple[str, ...] = (),
     reuse_steps: int = 2,
     imitation_overlap_ms: float = 800.0,
+    imitation_stream_count: int = 1,
 ) -> list[RunSpec]:
     """Static baselines, one constrained BSN, SANAS at several λ (linear penalty) and
     SANAS under constrained budgets, in the order they should start (slowest first).
@@ -113,7 +116,8 @@ def default_specs(
     ``imitation_gates``: SANAS runs on the network of the last static + shortcuts run
     (the longest trained), whose controller imitates each of these gates ("aligned":
     over ``imitation_overlap_ms``; "hindsight") and which reuse a full step's output on
-    the ``reuse_steps`` cheap steps after it (:mod:`sanas.kws.imitation`).
+    the ``reuse_steps`` cheap steps after it (:mod:`sanas.kws.imitation`), learning
+    from ``imitation_stream_count`` streams of the training list.
     """
     search = {} if arch_lr is None else {"arch_lr": arch_lr}
     controller = {} if controller_lr is None else {"arch_lr": controller_lr}
@@ -172,16 +176,20 @@ def default_specs(
     unknown = [gate for gate in imitation_gates if gate not in GATE_KINDS]
     if unknown:
         raise ValueError(f"imitation gates must be among {GATE_KINDS}, got {unknown}")
+    if imitation_stream_count < 1:
+        raise ValueError(f"imitation needs at least one stream, got {imitation_stream_count}")
     imitated_from = reference_names(baseline_epochs)[-1]
+    several = f", {imitation_stream_count} streams" if imitation_stream_count > 1 else ""
     sanas += [
         RunSpec(
-            f"SANAS imitating the {gate} gate, reuse {reuse_steps}",
+            f"SANAS imitating the {gate} gate, reuse {reuse_steps}{several}",
             "sanas",
             start_from=imitated_from,
             imitation={
                 "gate": gate,
                 "reuse_steps": reuse_steps,
                 "min_overlap_ms": imitation_overlap_ms,
+                "streams": imitation_stream_count,
             },
         )
         for gate in imitation_gates
@@ -262,14 +270,11 @@ def _imitate(spec: RunSpec, base: dict[str, Any], out: str) -> RunResult:
 
     run_dir = Path(base["out"])
     record_path = run_dir / "imitation.json"
+    arguments = dict(spec.imitation or {})
+    streams = imitation_streams(Path(out), arguments.pop("streams", 1))
     if not record_path.is_file():
         imitation_run(
-            base["init_from"],
-            [Path(out) / IMITATION_STREAM],
-            run_dir,
-            seed=base["seed"],
-            progress=False,
-            **(spec.imitation or {}),
+            base["init_from"], streams, run_dir, seed=base["seed"], progress=False, **arguments
         )
     record = json.loads(record_path.read_text())
     losses = record["losses"]
@@ -278,6 +283,11 @@ def _imitate(spec: RunSpec, base: dict[str, Any], out: str) -> RunResult:
         for i, loss in enumerate(losses)
     ]
     return RunResult(run_dir, history, [], len(losses), math.nan, math.nan)
+
+
+def imitation_streams(out: Path, count: int) -> list[Path]:
+    """The folders of an experiment's first ``count`` imitation streams."""
+    return [out / IMITATION_STREAM] + [out / f"{IMITATION_STREAM}_{k}" for k in range(2, count + 1)]
 
 
 def _row(
@@ -442,15 +452,12 @@ def run_experiment(
             generate_streaming_test(
                 SpeechCommands(data), out / folder, minutes=minutes, seed=seed, split=split
             )
-    imitating = any(spec.imitation is not None for spec in specs)
-    if imitating and not (out / IMITATION_STREAM / "labels.txt").is_file():
-        generate_streaming_test(
-            SpeechCommands(data),
-            out / IMITATION_STREAM,
-            minutes=2 * minutes,
-            seed=seed + 1,
-            split="training",
-        )
+    counts = [spec.imitation.get("streams", 1) for spec in specs if spec.imitation is not None]
+    for k, folder in enumerate(imitation_streams(out, max(counts, default=0)), start=1):
+        if not (folder / "labels.txt").is_file():
+            generate_streaming_test(
+                SpeechCommands(data), folder, minutes=2 * minutes, seed=seed + k, split="training"
+            )
     base = {
         "data": str(data),
         "epochs": epochs,

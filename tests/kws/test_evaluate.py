@@ -13,6 +13,7 @@ from sanas.kws.experiment import (
     RunSpec,
     default_specs,
     format_table,
+    imitation_streams,
     reference_names,
     run_experiment,
     target_verdict,
@@ -219,7 +220,7 @@ def test_a_distilled_search_differs_from_its_plain_twin_only_by_distillation() -
 def test_imitation_runs_drive_the_trained_baseline_and_are_scored_like_any_run(
     tone_data: Path, tmp_path: Path
 ) -> None:
-    imitation = {"gate": "aligned", "reuse_steps": 2, "min_overlap_ms": 800.0}
+    imitation = {"gate": "aligned", "reuse_steps": 2, "min_overlap_ms": 800.0, "streams": 2}
     specs = [
         RunSpec("static", "static", {"model": "static-shortcuts"}),
         RunSpec("SANAS imitating", "sanas", start_from="static", imitation=imitation),
@@ -240,11 +241,13 @@ def test_imitation_runs_drive_the_trained_baseline_and_are_scored_like_any_run(
         "SANAS imitating τ=0.1",
         "static",
     ]
-    assert (tmp_path / "trainstream" / "labels.txt").is_file()
+    streams = [str(tmp_path / "trainstream"), str(tmp_path / "trainstream_2")]
     run = Path(next(r["run"] for r in rows if r["family"] == "sanas"))
     record = json.loads((run / "imitation.json").read_text())
-    assert record["gate"] == "aligned" and record["streams"] == [str(tmp_path / "trainstream")]
-    assert 0 < record["gate_share"][0] < 1
+    assert record["gate"] == "aligned" and record["streams"] == streams
+    assert all(0 < share < 1 for share in record["gate_share"])
+    labels = [(Path(s) / "labels.txt").read_text() for s in streams]
+    assert labels[0] != labels[1]  # two streams, not one twice
     config = json.loads((run / "config.json").read_text())
     assert config["model"] == "sanas" and config["reuse_steps"] == 2
     for row in rows:
@@ -258,6 +261,18 @@ def test_imitation_specs_start_from_the_longest_trained_baseline() -> None:
     )
     imitating = next(s for s in specs if s.imitation is not None)
     assert imitating.start_from == "+ shortcuts, 35 epochs"
-    assert imitating.imitation == {"gate": "aligned", "reuse_steps": 2, "min_overlap_ms": 800.0}
+    assert imitating.imitation == {
+        "gate": "aligned",
+        "reuse_steps": 2,
+        "min_overlap_ms": 800.0,
+        "streams": 1,
+    }
+    two = default_specs(imitation_gates=("aligned",), imitation_stream_count=2)
+    assert [s.name for s in two if s.imitation] == [
+        "SANAS imitating the aligned gate, reuse 2, 2 streams"
+    ]
+    assert imitation_streams(Path("out"), 2) == [Path("out/trainstream"), Path("out/trainstream_2")]
     with pytest.raises(ValueError, match="imitation gates must be among"):
         default_specs(imitation_gates=("psychic",))
+    with pytest.raises(ValueError, match="at least one stream"):
+        default_specs(imitation_gates=("aligned",), imitation_stream_count=0)
