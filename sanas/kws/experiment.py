@@ -234,11 +234,11 @@ def _train_and_evaluate(
     finished run's scores are reused when they are newer than its weights): one row, or
     for a SANAS run one per architecture threshold ("<name> τ=<t>" unless t is 0.5),
     each holding ``held_budget`` MACs per step when given (", held <B>M")."""
-    from sanas.kws.train import TrainConfig, train
+    from sanas.kws.train import TrainConfig, run_config, train
 
     if spec.imitation is not None:
         result = _imitate(spec, base, out)
-        config = TrainConfig.from_dict(json.loads((result.run_dir / "config.json").read_text()))
+        config = run_config(result.run_dir)
     else:
         config = TrainConfig.from_dict({**base, **spec.fields})
         result = train(config)

@@ -609,6 +609,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
             os.unlink(temporary)
 
 
+def _atomic_write_json(path: Path, value: Any) -> None:
+    _atomic_write(path, (json.dumps(value, indent=2) + "\n").encode())
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
@@ -622,10 +626,10 @@ def save_run(model: KWSModel, config: TrainConfig, **records: Any) -> Path:
     means the folder is complete."""
     run_dir = Path(config.out)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(run_dir / "config.json", (json.dumps(config.to_dict(), indent=2) + "\n").encode())
+    _atomic_write_json(run_dir / "config.json", config.to_dict())
     _atomic_save({"model": model.state_dict()}, run_dir / BEST)
     for name, value in records.items():
-        _atomic_write(run_dir / f"{name}.json", (json.dumps(value, indent=2) + "\n").encode())
+        _atomic_write_json(run_dir / f"{name}.json", value)
     return run_dir
 
 
@@ -652,7 +656,7 @@ def _write_outputs(run_dir: Path, state: _State) -> None:
         writer.writerows(rows)
     _atomic_write(run_dir / "metrics.csv", text.getvalue().encode())
     pareto = {"x": "val_macs_per_step", "y": "val_accuracy", "points": state.front}
-    _atomic_write(run_dir / "pareto.json", (json.dumps(pareto, indent=2) + "\n").encode())
+    _atomic_write_json(run_dir / "pareto.json", pareto)
     keep = {point["checkpoint"] for point in state.front}
     for stale in (run_dir / FRONT_DIR).glob("*.pt"):
         if f"{FRONT_DIR}/{stale.name}" not in keep:
@@ -742,7 +746,7 @@ def _resolved_paths(values: dict[str, Any]) -> dict[str, Any]:
 def _check_resumable(run_dir: Path, config: TrainConfig) -> None:
     """Refuse to resume a folder that holds a run of another configuration."""
     # Fields added since the run was written take their defaults (what the run did).
-    saved_config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    saved_config = run_config(run_dir)
     saved, current = (
         _what_is_computed(_resolved_paths(c.to_dict())) for c in (saved_config, config)
     )
@@ -812,7 +816,7 @@ def _train(config: TrainConfig) -> RunResult:
         _set_rng_state(checkpoint["rng"])
         state = _State(**checkpoint["state"])
     _write_outputs(run_dir, state)  # drop whatever a killed epoch left behind
-    _atomic_write(run_dir / "config.json", (json.dumps(config.to_dict(), indent=2) + "\n").encode())
+    _atomic_write_json(run_dir / "config.json", config.to_dict())
 
     val_batches = [b.to(device) for b in _loader(data.val, config, range(len(data.val)))]
     writer = SummaryWriter(run_dir / "tensorboard", purge_step=state.epoch + 1)
@@ -979,6 +983,14 @@ def _held_out_batches(
 
 
 # ------------------------------------------------------------------------------ load
+def run_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
+    """The configuration of a run folder (its config.json)."""
+    config_path = Path(run_dir) / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no config.json; not a training run folder")
+    return TrainConfig.from_dict(json.loads(config_path.read_text()))
+
+
 def load_run(
     run_dir: str | os.PathLike[str],
     which: Literal["best", "last"] = "best",
@@ -990,10 +1002,7 @@ def load_run(
     point of its controller (:class:`~sanas.kws.sanas_model.SANASKWS`; None: 0.5).
     ``reuse_steps``: replaces the run's own output reuse (``TrainConfig.reuse_steps``)."""
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no config.json; not a training run folder")
-    config = TrainConfig.from_dict(json.loads(config_path.read_text()))
+    config = run_config(run_dir)
     weights = run_dir / (BEST if which == "best" else CHECKPOINT)
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: missing; has the run finished an epoch?")
@@ -1007,8 +1016,6 @@ def load_run(
             )
         model.architecture_threshold = architecture_threshold
     if reuse_steps is not None:
-        if reuse_steps < 0:
-            raise ValueError(f"reuse steps must be >= 0, got {reuse_steps}")
         model.reuse_steps = reuse_steps
     return model.eval(), config
 
@@ -1016,14 +1023,12 @@ def load_run(
 def sanas_from_run(run_dir: str | os.PathLike[str], **fields: Any) -> tuple[SANASKWS, TrainConfig]:
     """A SANAS model on the super network of a trained run (its best weights and input
     normaliser, e.g. a static + shortcuts network), its controller fresh, and its config:
-    the run's, as a ``sanas`` model started from it, with ``fields`` replaced."""
-    _, source_config = load_run(run_dir)
-    values = {**source_config.to_dict(), "model": "sanas", "init_from": str(run_dir), **fields}
+    the run's with ``fields`` replaced, as a ``sanas`` model started from it."""
+    source_config = run_config(run_dir)
+    values = {**source_config.to_dict(), **fields, "model": "sanas", "init_from": str(run_dir)}
     config = TrainConfig.from_dict(values)
-    model = _make_model(config, kws_task(config.task).num_classes)
-    if not isinstance(model, SANASKWS):
-        raise ConfigError(f"config field 'model' must be 'sanas' here, got {config.model!r}")
-    _initialize_from(model, config)
+    model = typing.cast(SANASKWS, _make_model(config, kws_task(config.task).num_classes))
+    _initialize_from(model, config)  # loads the run's weights, naming what is missing
     return model, config
 
 
@@ -1035,6 +1040,7 @@ __all__ = [
     "evaluate",
     "load_config",
     "load_run",
+    "run_config",
     "sanas_from_run",
     "save_run",
     "train",
