@@ -1,7 +1,7 @@
 """Reproduce the paper's Table 1 on the real Speech Commands subset (issue 4).
 
 Trains cnn-trad-fpool3, + shortcuts, a constrained BSN and SANAS at several λ and under
-constrained budgets (recipe: sanas.kws.experiment.RECIPE), optionally SANAS searches of a
+constrained budgets (recipe: sanas.lab.experiment.RECIPE), optionally SANAS searches of a
 trained network (--search-budgets, see default_specs), scores them all on two
 streams of --minutes each (one from the validation list, to choose on; one from the
 testing list, to report), writes table.csv/json/txt, cost_accuracy.png (Figure 5),
@@ -9,7 +9,7 @@ cost_per_class.png (Figure 6) and fa_fr_curve.png in --out, and says whether the
 point chosen on validation matches + shortcuts on the test stream at <= 1/5 of its MACs.
 Each SANAS run gives one point per --arch-thresholds operating point of its controller.
 --imitation-gates adds SANAS runs whose controller imitates a gate that knew the ground
-truth (sanas.kws.imitation), on the network of the longest-trained + shortcuts run.
+truth (sanas.lab.imitation), on the network of the longest-trained + shortcuts run.
 
 Usage: .venv/bin/python bench/experiment.py --out out/experiment [--epochs 20 --channels 16]
 """
@@ -21,14 +21,14 @@ import os
 import re
 from pathlib import Path
 
-from sanas.kws.experiment import (
+from sanas.kws.model.kws_model import build_kws_model
+from sanas.lab.experiment import (
     default_specs,
     format_table,
     reference_names,
     run_experiment,
     target_verdict,
 )
-from sanas.kws.sanas_model import build_kws_model
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/speech_commands_subset"
 

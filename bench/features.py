@@ -21,8 +21,8 @@ import scipy.fftpack
 import torch
 
 from sanas.kws.data.audio import SAMPLE_RATE, read_wav
+from sanas.kws.data.features import MFCC
 from sanas.kws.data.speech_commands import SPLITS, SpeechCommands
-from sanas.kws.features import MFCC
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech_commands_subset"
 

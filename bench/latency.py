@@ -12,7 +12,7 @@ import json
 
 import torch
 
-from sanas.kws.models import build_model
+from sanas.kws.model.networks import build_model
 from sanas.supernet.costs import latency_fit, measure_latency_table
 
 

@@ -1,4 +1,4 @@
-"""How much could input adaptivity gain with these trained weights? (sanas.kws.oracle)
+"""How much could input adaptivity gain with these trained weights? (sanas.lab.oracle)
 
 For each run: every fixed cost tier of its super network (cheap 0.52M path, conv_0 tier,
 full network) scored on a stream, and each expensive tier gated by the ground truth (on
@@ -8,7 +8,7 @@ scores no better than "cheap", no controller can gain by spending more on speech
 is that word's label above the detection threshold, what a detection is made of.
 --hindsight-budgets gates each expensive tier within a budget of MACs per step, knowing the
 ground truth and the posteriors: the words needing the fewest expensive steps are served
-first (sanas.kws.oracle.hindsight_gate). If that gate falls short of a static network, a
+first (sanas.lab.oracle.hindsight_gate). If that gate falls short of a static network, a
 controller choosing between those two tiers of these weights will not reach it either.
 --strides gates on every k-th step whatever the input (frame skipping); --reuse-steps lets
 the cheap steps after an expensive one reuse its posteriors in every gate
@@ -29,10 +29,10 @@ from pathlib import Path
 import torch
 
 from sanas.kws.data.speech_commands import kws_task
-from sanas.kws.evaluate import evaluate_model_on_stream
-from sanas.kws.oracle import oracle_gating
-from sanas.kws.plots import ModelPoint, plot_cost_accuracy
-from sanas.kws.train import load_run
+from sanas.kws.evaluation.evaluate import evaluate_model_on_stream
+from sanas.kws.evaluation.plots import ModelPoint, plot_cost_accuracy
+from sanas.kws.runs import load_run
+from sanas.lab.oracle import oracle_gating
 
 
 def main() -> None:

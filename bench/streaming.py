@@ -3,7 +3,7 @@
     .venv/bin/python bench/streaming.py --json /tmp/bench_streaming.json
     .venv/bin/python bench/streaming.py --audio stream.wav --model-run runs/sanas --json out.json
 
-Everything is measured side by side in one process (see sanas/kws/bench_streaming.py);
+Everything is measured side by side in one process (see sanas/lab/bench_streaming.py);
 the same runs as `sanas bench streaming`.
 """
 
@@ -13,8 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-from sanas.kws.bench_streaming import parse_mix, run_streaming_benchmark
 from sanas.kws.data.audio import read_wav
+from sanas.lab.bench_streaming import parse_mix, run_streaming_benchmark
 
 
 def main() -> None:

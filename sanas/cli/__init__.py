@@ -54,7 +54,7 @@ def demo(
     A few minutes on 2 cores. Example: `sanas demo --out out/demo --epochs 4`
     """
     from sanas.kws.data.synth import SynthError, synthesize_keywords
-    from sanas.kws.experiment import RunSpec, format_table, run_experiment, target_verdict
+    from sanas.lab.experiment import RunSpec, format_table, run_experiment, target_verdict
 
     data = out / "synthetic_speech_commands"
     if not (data / "testing_list.txt").is_file():
@@ -88,7 +88,9 @@ def demo(
 
 @app.command()
 def costs(
-    model: str = typer.Option("cnn-trad-fpool3", help="Model name (see sanas.kws.models.MODELS)."),
+    model: str = typer.Option(
+        "cnn-trad-fpool3", help="Model name (see sanas.kws.model.networks.MODELS)."
+    ),
     shortcuts: bool = typer.Option(False, help="Add the four shortcuts (cnn-trad-fpool3 only)."),
     cost: str = typer.Option(
         "macs", help="Registered cost: macs, params, activation_memory, parallel."
@@ -102,7 +104,7 @@ def costs(
 
     Example: `sanas costs --model cnn-trad-fpool3 --shortcuts --json`
     """
-    from sanas.kws.models import build_model
+    from sanas.kws.model.networks import build_model
     from sanas.supernet.costs import build_cost, cost_summary
 
     name = f"{model}-shortcuts" if shortcuts and not model.endswith("-shortcuts") else model

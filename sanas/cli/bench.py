@@ -55,8 +55,8 @@ def streaming(
 
     Example: `sanas bench streaming --json bench_streaming.json`
     """
-    from sanas.kws.bench_streaming import parse_mix, run_streaming_benchmark
     from sanas.kws.data.audio import read_wav
+    from sanas.lab.bench_streaming import parse_mix, run_streaming_benchmark
 
     try:
         result = run_streaming_benchmark(

@@ -11,7 +11,7 @@ import typer
 from sanas.cli.errors import fail
 
 if TYPE_CHECKING:
-    from sanas.kws.evaluate import StreamEvaluation
+    from sanas.kws.evaluation.evaluate import StreamEvaluation
 
 ARCH_THRESHOLD_HELP = (
     "SANAS runs: a node is on when the controller's probability exceeds this "
@@ -51,7 +51,7 @@ def evaluate(
     Example: `sanas evaluate runs/sanas --stream-wav stream/stream.wav
     --stream-labels stream/labels.txt --json runs/sanas/stream.json --plots runs/sanas`
     """
-    from sanas.kws.evaluate import evaluate_run
+    from sanas.kws.evaluation.evaluate import evaluate_run
 
     try:
         result = evaluate_run(
@@ -79,10 +79,10 @@ def _plots(result: StreamEvaluation, wav: Path, labels: Path, folder: Path) -> N
     import torch
 
     from sanas.kws.data.audio import read_wav
+    from sanas.kws.data.features import LogMel
     from sanas.kws.data.stream_file import read_stream_labels
-    from sanas.kws.features import LogMel
-    from sanas.kws.plots import plot_stream_timeline
-    from sanas.kws.streaming_metrics import plot_fa_fr_curve
+    from sanas.kws.evaluation.metrics import plot_fa_fr_curve
+    from sanas.kws.evaluation.plots import plot_stream_timeline
 
     plot_fa_fr_curve({"model": result.curve}, folder / "fa_fr_curve.png")
     audio = read_wav(wav)[: 16000 * 60]  # the first minute is readable on one page
@@ -120,9 +120,9 @@ def stream(
     """
     from sanas.kws.data.audio import read_wav
     from sanas.kws.data.speech_commands import kws_task
-    from sanas.kws.evaluate import run_model_on_audio
-    from sanas.kws.streaming_metrics import detect
-    from sanas.kws.train import load_run
+    from sanas.kws.evaluation.evaluate import run_model_on_audio
+    from sanas.kws.evaluation.metrics import detect
+    from sanas.kws.runs import load_run
 
     try:
         model, config = load_run(

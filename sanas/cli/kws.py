@@ -118,10 +118,11 @@ def train_command(
     ema_class, full_network: each step judged against the all-on network on
     the same window), gamma, search_bottlenecks,
     learned_initial_state). Flags given on the command line win. The recipe
-    of the Table 1 experiment: sanas.kws.experiment.RECIPE.
+    of the Table 1 experiment: sanas.lab.experiment.RECIPE.
     """
+    from sanas.kws.config import TrainConfig, load_config
     from sanas.kws.data.audio import AudioError
-    from sanas.kws.train import TrainConfig, load_config, train
+    from sanas.kws.training.loop import train
 
     overrides: dict[str, Any] = {
         "data": str(data) if data is not None else None,
@@ -216,8 +217,8 @@ def imitate_command(
         --stream-labels streams/val/labels.txt --arch-threshold 0.1 --budget 3.36e6
     """
     from sanas.kws.data.audio import AudioError
-    from sanas.kws.imitation import GATE_KINDS, imitation_run
-    from sanas.kws.oracle import HINDSIGHT_COUNTS
+    from sanas.lab.imitation import GATE_KINDS, imitation_run
+    from sanas.lab.oracle import HINDSIGHT_COUNTS
 
     if gate not in GATE_KINDS:
         raise fail(ValueError(f"--gate must be one of {GATE_KINDS}, got {gate!r}"))

@@ -18,7 +18,8 @@ from torch import Tensor, nn
 from sanas.supernet.bsn import BudgetedSuperNetwork
 from sanas.supernet.budgets import BudgetMode, make_budget
 from sanas.supernet.costs import MacsCost
-from sanas.supernet.graph import Node, SuperNetwork
+from sanas.supernet.graph import SuperNetwork
+from sanas.supernet.nodes import Node
 
 
 def _dense(i: int, o: int) -> nn.Sequential:

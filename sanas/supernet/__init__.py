@@ -11,7 +11,8 @@ from sanas.supernet.estimators import (
     returns_to_go,
 )
 from sanas.supernet.executors import run_masked, run_skipping
-from sanas.supernet.graph import GraphError, Node, SuperNetOutput, SuperNetwork
+from sanas.supernet.graph import SuperNetwork
+from sanas.supernet.nodes import GraphError, Node, SuperNetOutput
 
 __all__ = [
     "COSTS",

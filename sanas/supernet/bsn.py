@@ -17,7 +17,8 @@ from sanas.supernet.budgets import BudgetObjective
 from sanas.supernet.costs import Cost
 from sanas.supernet.distributions import StaticArchitecture
 from sanas.supernet.estimators import batch_mean_baseline, reinforce_loss
-from sanas.supernet.graph import SuperNetOutput, SuperNetwork
+from sanas.supernet.graph import SuperNetwork
+from sanas.supernet.nodes import SuperNetOutput
 
 LossFn = Callable[[Tensor, Tensor], Tensor]  # per-sample loss: (output, target) -> (batch,)
 

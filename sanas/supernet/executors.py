@@ -13,10 +13,14 @@ those nodes' modules are not called.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
-from sanas.supernet.graph import SuperNetOutput, SuperNetwork, combine_inputs
+from sanas.supernet.nodes import SuperNetOutput, combine_inputs
+
+if TYPE_CHECKING:
+    from sanas.supernet.graph import SuperNetwork
 
 NodeCall = Callable[[str, nn.Module, Tensor], Tensor]
 

@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from sanas.cli import app
-from sanas.kws.experiment import (
+from sanas.kws.model.networks import KWS_TIERS
+from sanas.lab.experiment import (
     RunSpec,
     default_specs,
     format_table,
@@ -18,7 +19,6 @@ from sanas.kws.experiment import (
     run_experiment,
     target_verdict,
 )
-from sanas.kws.models import KWS_TIERS
 
 
 def test_experiment_trains_evaluates_and_writes_table_and_figures(

@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 from sanas.kws.data.audio import AudioError, read_wav
-from sanas.kws.features import MFCC, FeatureCache, LogMel, dct_matrix, mel_filterbank
+from sanas.kws.data.features import MFCC, FeatureCache, LogMel, dct_matrix, mel_filterbank
 
 # Clips spread over words, plus the two hardest of the subset (digital silence with isolated
 # samples: the window's smallest edge weights must be exact for the log to agree).

@@ -10,7 +10,9 @@ import torch
 
 from sanas.kws.data.speech_commands import kws_task
 from sanas.kws.data.stream_file import generate_streaming_test
-from sanas.kws.oracle import (
+from sanas.kws.evaluation.metrics import evaluate_stream
+from sanas.kws.model.kws_model import build_kws_model
+from sanas.lab.oracle import (
     confident_word_steps,
     expensive_steps_for,
     gated_posteriors,
@@ -18,8 +20,6 @@ from sanas.kws.oracle import (
     oracle_gating,
     speech_steps,
 )
-from sanas.kws.sanas_model import build_kws_model
-from sanas.kws.streaming_metrics import evaluate_stream
 
 
 def test_speech_steps_are_windows_overlapping_a_word() -> None:

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from sanas.kws.models import cnn_trad_fpool3
-from sanas.kws.row_kernels import Dense, ModuleOnRows, RowConv, dense_kernel, row_kernel
+from sanas.kws.model.networks import cnn_trad_fpool3
+from sanas.kws.streaming.row_kernels import Dense, ModuleOnRows, RowConv, dense_kernel, row_kernel
 
 
 def _nchw(rows: Tensor) -> Tensor:

@@ -8,16 +8,12 @@ import pytest
 import torch
 
 from sanas.kws.data.sequences import IGNORE_INDEX
-from sanas.kws.models import KWS_TIERS
-from sanas.kws.sanas_model import (
-    KWSOutput,
-    SANASOptions,
-    SequenceObjective,
-    build_kws_model,
-)
+from sanas.kws.model.kws_model import KWSOutput, SANASOptions, build_kws_model
+from sanas.kws.model.networks import KWS_TIERS
 from sanas.supernet.budgets import make_budget
 from sanas.supernet.costs import MacsCost
 from sanas.supernet.estimators import returns_to_go
+from sanas.supernet.sequence import SequenceObjective
 
 FRAMES = 181  # 5 steps of 101 frames every 20
 STEPS = 5
@@ -115,9 +111,7 @@ def test_gradients_reach_every_trained_part() -> None:
     model = small("sanas", options=SANASOptions(learned_initial_state=True))
     out = model(torch.randn(2, FRAMES, 40), batch_mask([5, 3]))
     labels = torch.randint(0, 12, (2, STEPS)).masked_fill(~batch_mask([5, 3]), IGNORE_INDEX)
-    loss, _ = SequenceObjective(make_budget("linear", 1e-7), model.options)(
-        out, labels, batch_mask([5, 3])
-    )
+    loss, _ = model.options.objective(make_budget("linear", 1e-7))(out, labels, batch_mask([5, 3]))
     loss.backward()
     groups = {"net": model.network_parameters(), "arch": model.architecture_parameters()}
     assert any(p is model.controller.initial for p in groups["arch"])
@@ -171,10 +165,8 @@ def test_baseline_options() -> None:
     costs = torch.tensor([[1.0, 2.0, 3.0], [4.0, 100.0, 100.0]])
     mask = torch.tensor([[True, True, True], [True, False, False]])
     labels = torch.zeros(2, 3, dtype=torch.long).masked_fill(~mask, IGNORE_INDEX)
-    reference = SequenceObjective(
-        make_budget("linear", 1.0), SANASOptions(baseline="ema_reference")
-    )
-    improved = SequenceObjective(make_budget("linear", 1.0), SANASOptions(baseline="ema"))
+    reference = SequenceObjective(make_budget("linear", 1.0), baseline="ema_reference")
+    improved = SequenceObjective(make_budget("linear", 1.0), baseline="ema")
     out, _ = fake_output(costs)
     _, ref_stats = reference(out, labels, mask)
     _, ema_stats = improved(out, labels, mask)
@@ -188,9 +180,7 @@ def test_class_baseline_compares_each_step_with_its_own_class() -> None:
     costs = torch.tensor([[0.1, 0.1, 3.0], [0.1, 3.0, 3.0]])  # silence easy, keyword hard
     labels = torch.tensor([[0, 0, 1], [0, 1, 1]])
     mask = torch.ones(2, 3, dtype=torch.bool)
-    objective = SequenceObjective(
-        make_budget("linear", 1.0), SANASOptions(baseline="ema_class"), num_classes=2
-    )
+    objective = SequenceObjective(make_budget("linear", 1.0), baseline="ema_class", num_classes=2)
     out, log_prob = fake_output(costs)
     objective(out, labels, mask)  # first batch: the baseline learns each class's cost
     out, log_prob = fake_output(costs)
@@ -204,7 +194,7 @@ def test_class_baseline_compares_each_step_with_its_own_class() -> None:
 def test_gamma_credits_later_steps(gamma: float) -> None:
     costs = torch.tensor([[1.0, 2.0, 4.0]])
     mask = torch.ones(1, 3, dtype=torch.bool)
-    objective = SequenceObjective(make_budget("linear", 1.0), SANASOptions(gamma=gamma))
+    objective = SequenceObjective(make_budget("linear", 1.0), gamma=gamma)
     out, log_prob = fake_output(costs)
     loss, stats = objective(out, torch.zeros(1, 3, dtype=torch.long), mask)
     loss.backward()
@@ -281,7 +271,7 @@ def test_bsn_evaluates_its_most_probable_used_set_not_a_per_node_threshold() -> 
 def test_warm_up_trains_the_network_but_not_the_architecture_or_lambda() -> None:
     model = small("sanas")
     budget = make_budget("constrained", 1e-8, budget=1e3)
-    objective = SequenceObjective(budget, SANASOptions.improved())
+    objective = SANASOptions.improved().objective(budget)
     features, labels = torch.randn(2, FRAMES, 40), torch.zeros(2, STEPS, dtype=torch.long)
     mask = torch.ones(2, STEPS, dtype=torch.bool)
     loss, _ = objective(model.train()(features, mask), labels, mask, search=False)
@@ -370,7 +360,7 @@ def test_full_network_baseline_judges_each_step_against_the_full_network_there()
     full = torch.tensor([[[-2.0, 2.5, 0.0], [5.0, 0.0, 0.0]]])
     sampled = torch.tensor([[[-2.0, 2.5, 0.0], [0.0, 0.0, 0.0]]])
     objective = SequenceObjective(
-        make_budget("linear", 0.0), SANASOptions(baseline="full_network"), num_classes=3
+        make_budget("linear", 0.0), baseline="full_network", num_classes=3
     )
     log_prob = torch.zeros(1, 2, requires_grad=True)
     used = torch.ones(1, 2, 4, dtype=torch.bool)
@@ -388,7 +378,7 @@ def test_full_network_baseline_judges_each_step_against_the_full_network_there()
 
 def test_a_batch_can_teach_the_network_alone_or_the_architecture_alone() -> None:
     model = small("sanas", options=SANASOptions.improved())
-    objective = SequenceObjective(make_budget("constrained", budget=1e5), SANASOptions.improved())
+    objective = SANASOptions.improved().objective(make_budget("constrained", budget=1e5))
     features, labels = torch.randn(2, FRAMES, 40), torch.randint(0, 12, (2, STEPS))
     mask = torch.ones(2, STEPS, dtype=torch.bool)
 

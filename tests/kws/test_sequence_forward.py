@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from sanas.kws.models import cnn_trad_fpool3
-from sanas.kws.sequence_forward import (
+from sanas.kws.model.networks import cnn_trad_fpool3
+from sanas.kws.model.window_forward import (
     STEP_FRAMES,
     WINDOW_FRAMES,
     cut_windows,
@@ -18,7 +18,8 @@ from sanas.kws.sequence_forward import (
     trunk_layout,
 )
 from sanas.supernet.executors import run_masked
-from sanas.supernet.graph import Node, SuperNetwork
+from sanas.supernet.graph import SuperNetwork
+from sanas.supernet.nodes import Node
 
 STEPS = 6
 FRAMES = WINDOW_FRAMES + (STEPS - 1) * STEP_FRAMES

@@ -11,6 +11,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
 
+from sanas.kws.data.features import MFCC
 from sanas.kws.data.sequences import (
     DEFAULT_LENGTHS_S,
     IGNORE_INDEX,
@@ -28,7 +29,6 @@ from sanas.kws.data.sequences import (
     windows,
 )
 from sanas.kws.data.speech_commands import Example, SpeechCommands, make_examples
-from sanas.kws.features import MFCC
 
 SILENCE = 0
 

@@ -14,22 +14,20 @@ import soundfile as sf
 import torch
 from torch import Tensor, nn
 
-from sanas.kws.features import MFCC
-from sanas.kws.models import cnn_trad_fpool3
-from sanas.kws.row_kernels import RowConv
-from sanas.kws.sanas_model import SANASKWS, StaticKWS
-from sanas.kws.sequence_forward import cut_windows, forward_windows_plain
-from sanas.kws.streaming import (
-    FixedPolicy,
-    IncrementalFeatures,
+from sanas.kws.data.features import MFCC
+from sanas.kws.model.kws_model import SANASKWS, StaticKWS
+from sanas.kws.model.networks import cnn_trad_fpool3
+from sanas.kws.model.window_forward import cut_windows, forward_windows_plain
+from sanas.kws.streaming.engine import (
     MultiStreamEngine,
-    ScheduledPolicy,
     StreamingEngine,
     engine_for_model,
-    policy_for_model,
 )
+from sanas.kws.streaming.frontend import IncrementalFeatures
+from sanas.kws.streaming.row_kernels import RowConv
 from sanas.supernet.costs import MacsCost
 from sanas.supernet.graph import SuperNetwork
+from sanas.supernet.policies import FixedPolicy, ScheduledPolicy
 
 WORDS = ("yes", "no", "up", "left")
 TIER_0 = ("in", "shortcut_0", "features", "classifier")
@@ -200,7 +198,7 @@ def test_sanas_controller_policy_matches_the_model(audio: np.ndarray, threshold:
     features = MFCC()(torch.from_numpy(audio)).unsqueeze(0)
     with torch.no_grad():
         expected = model(features)
-    policy, transform = policy_for_model(model)
+    policy, transform = model.streaming_policy(), model.logits
     run = StreamingEngine(model.net, policy, logit_transform=transform).run(audio)
     used = model.net.used(torch.from_numpy(run.architectures), len(run.architectures))
     assert torch.equal(used, expected.used[0])

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pytest
 
-from sanas.kws.streaming_metrics import (
+from sanas.kws.evaluation.metrics import (
     CurvePoint,
     Detection,
     DetectionConfig,

@@ -19,20 +19,12 @@ import yaml
 from typer.testing import CliRunner
 
 from sanas.cli.kws import register
+from sanas.kws.config import ConfigError, TrainConfig, load_config
 from sanas.kws.data.sequences import SequenceBatch, collate_sequences
-from sanas.kws.models import KWS_TIERS
-from sanas.kws.sanas_model import SANASKWS, KWSOutput
-from sanas.kws.train import (
-    ConfigError,
-    TrainConfig,
-    _datasets,
-    _sandwich_loss,
-    best_epoch,
-    load_config,
-    load_run,
-    lr_factor,
-    train,
-)
+from sanas.kws.model.kws_model import SANASKWS, KWSOutput
+from sanas.kws.model.networks import KWS_TIERS
+from sanas.kws.runs import best_epoch, load_run
+from sanas.kws.training.loop import _datasets, _sandwich_loss, lr_factor, train
 
 SAMPLE_RATE = 16000
 REPO = Path(__file__).resolve().parents[2]
@@ -230,8 +222,8 @@ def test_trains_on_the_real_subset(speech_commands_root: Path, tmp_path: Path) -
 
 
 def test_architecture_parameters_can_learn_at_their_own_rate() -> None:
-    from sanas.kws.sanas_model import build_kws_model
-    from sanas.kws.train import _optimizer
+    from sanas.kws.model.kws_model import build_kws_model
+    from sanas.kws.training.loop import _optimizer
 
     model = build_kws_model("bsn", num_classes=3, channels=2)
     reference = _optimizer(model, TrainConfig(lr=1e-3))
@@ -244,8 +236,8 @@ def test_input_normaliser_is_fitted_saved_and_used_by_the_streaming_engine(
     tone_data: Path, tmp_path: Path
 ) -> None:
     from sanas.kws.data.audio import read_wav
-    from sanas.kws.features import MFCC
-    from sanas.kws.streaming import engine_for_model
+    from sanas.kws.data.features import MFCC
+    from sanas.kws.streaming.engine import engine_for_model
 
     train(tiny(tone_data, tmp_path / "run", epochs=1))
     model, _ = load_run(tmp_path / "run")
@@ -289,7 +281,7 @@ def test_learning_rate_ramps_up_linearly_then_follows_the_epoch_schedule() -> No
 def _conv_1_alive(run: Path, root: Path) -> float:
     """Share of conv_1's outputs above 0 over the windows of a few validation clips."""
     from sanas.kws.data.audio import read_wav
-    from sanas.kws.features import MFCC
+    from sanas.kws.data.features import MFCC
 
     model, _ = load_run(run, which="last")
     outputs: list[torch.Tensor] = []
@@ -380,7 +372,7 @@ def test_a_static_model_never_trains_on_the_held_out_speakers(
     def drawn(*_: object) -> None:
         raise AssertionError("a static model drew held-out batches")
 
-    monkeypatch.setattr("sanas.kws.train._held_out_batches", drawn)
+    monkeypatch.setattr("sanas.kws.training.loop._held_out_batches", drawn)
     train(tiny(tone_data, tmp_path / "static", model="static-shortcuts", search_holdout=0.3))
 
 

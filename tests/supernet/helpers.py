@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from sanas.supernet.graph import Node, SuperNetwork
+from sanas.supernet.graph import SuperNetwork
+from sanas.supernet.nodes import Node
 
 
 def dense(i: int, o: int) -> nn.Sequential:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from sanas.kws.models import build_model
+from sanas.kws.model.networks import build_model
 from sanas.supernet.costs import (
     COSTS,
     LatencyTable,
@@ -22,7 +22,8 @@ from sanas.supernet.costs import (
     node_input_shape,
     parallel_rounds,
 )
-from sanas.supernet.graph import Node, SuperNetwork
+from sanas.supernet.graph import SuperNetwork
+from sanas.supernet.nodes import Node
 from tests.supernet.helpers import dense, diamond
 
 

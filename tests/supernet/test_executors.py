@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sanas.kws.models import build_model
+from sanas.kws.model.networks import build_model
 from sanas.supernet.executors import run_masked, run_skipping
 from tests.supernet.helpers import diamond
 

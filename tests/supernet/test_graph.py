@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from sanas.supernet.graph import GraphError, Node, SuperNetwork
+from sanas.supernet.graph import SuperNetwork
+from sanas.supernet.nodes import GraphError, Node
 from tests.supernet.helpers import dense, diamond
 
 
@@ -149,7 +150,7 @@ def test_most_probable_architecture_is_the_most_frequent_working_used_set() -> N
 
 
 def test_most_probable_used_set_can_be_smaller_than_thresholding_each_node() -> None:
-    from sanas.kws.models import cnn_trad_fpool3
+    from sanas.kws.model.networks import cnn_trad_fpool3
 
     net = cnn_trad_fpool3(shortcuts=True, channels=2)
     probs = torch.full((net.num_stochastic,), 0.8)  # every node p > 0.5: threshold = all on

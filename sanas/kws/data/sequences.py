@@ -31,14 +31,14 @@ import torch
 from torch.utils.data import Dataset
 
 from sanas.kws.data.audio import AudioError, fit_length, read_wav
+from sanas.kws.data.features import LogMel
 from sanas.kws.data.speech_commands import Example
-from sanas.kws.features import LogMel
+from sanas.supernet.sequence import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
 WINDOW_FRAMES = 101  # one second of features at a 10 ms hop: the model's input window
 STEP_FRAMES = 20  # 200 ms between consecutive windows (steps)
-IGNORE_INDEX = -100  # label of padded steps (torch's cross-entropy default ignore_index)
 REFERENCE_LENGTHS_S = (1.0, 2.0, 3.0)
 DEFAULT_LENGTHS_S = tuple(round(1.0 + 0.2 * i, 1) for i in range(11))
 

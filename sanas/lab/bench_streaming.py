@@ -38,29 +38,28 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sanas.kws.data.speech_commands import labels_12
-from sanas.kws.features import MFCC
-from sanas.kws.models import cnn_trad_fpool3
-from sanas.kws.sequence_forward import (
+from sanas.kws.data.features import MFCC
+from sanas.kws.data.speech_commands import kws_task, labels_12
+from sanas.kws.evaluation.metrics import detect
+from sanas.kws.model.networks import cnn_trad_fpool3
+from sanas.kws.model.window_forward import (
     STEP_FRAMES,
     WINDOW_FRAMES,
     forward_windows_plain,
     forward_windows_shared,
 )
-from sanas.kws.streaming import (
-    ArchitecturePolicy,
-    FixedPolicy,
-    IncrementalFeatures,
+from sanas.kws.runs import load_run
+from sanas.kws.streaming.engine import (
     MultiStreamEngine,
-    ScheduledPolicy,
     StepResult,
     StreamingEngine,
     engine_for_model,
 )
-from sanas.kws.streaming_metrics import detect
+from sanas.kws.streaming.frontend import IncrementalFeatures
 from sanas.supernet.costs import MacsCost
 from sanas.supernet.executors import run_skipping
 from sanas.supernet.graph import SuperNetwork
+from sanas.supernet.policies import ArchitecturePolicy, FixedPolicy, ScheduledPolicy
 
 SAMPLE_RATE = 16000
 CHUNK = STEP_FRAMES * 160  # 200 ms of audio
@@ -367,8 +366,6 @@ def real_time_factor(engine: StreamingEngine, audio: np.ndarray, labels: list[st
 
 
 def _load_model_run(path: Path) -> tuple[StreamingEngine, list[str]]:
-    from sanas.kws.data.speech_commands import kws_task
-    from sanas.kws.train import load_run
 
     model, config = load_run(path)
     return engine_for_model(model), list(kws_task(config.task).labels)

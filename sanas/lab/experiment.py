@@ -17,15 +17,19 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sanas.kws.models import KWS_TIERS
-from sanas.kws.plots import ModelPoint, plot_cost_accuracy, plot_cost_per_class
-from sanas.kws.sanas_model import SANASOptions
-from sanas.kws.streaming_metrics import CurvePoint, plot_fa_fr_curve
-
-if TYPE_CHECKING:
-    from sanas.kws.train import RunResult
+from sanas.kws.config import TrainConfig
+from sanas.kws.data.speech_commands import SpeechCommands
+from sanas.kws.data.stream_file import generate_streaming_test
+from sanas.kws.evaluation.evaluate import evaluate_run
+from sanas.kws.evaluation.metrics import CurvePoint, plot_fa_fr_curve
+from sanas.kws.evaluation.plots import ModelPoint, plot_cost_accuracy, plot_cost_per_class
+from sanas.kws.model.kws_model import SANASOptions
+from sanas.kws.model.networks import KWS_TIERS
+from sanas.kws.runs import BEST, RunResult, run_config
+from sanas.kws.training.loop import train
+from sanas.lab.imitation import GATE_KINDS, imitation_run
 
 TABLE_COLUMNS = ("model", "matched", "correct", "wrong", "false_alarm", "macs_per_step")
 FAMILIES = ("static", "bsn", "sanas")  # table order
@@ -62,7 +66,7 @@ class RunSpec:
     ``start_from``: the name of another spec of the experiment whose trained weights
     start this run (``TrainConfig.init_from``); this run waits for that one to end.
     ``imitation``: instead of training, the run's controller imitates a gate on that
-    network (:func:`~sanas.kws.imitation.imitation_run` with these arguments) on the
+    network (:func:`~sanas.lab.imitation.imitation_run` with these arguments) on the
     experiment's streams of training speakers (:func:`imitation_streams`; how many: the
     entry ``streams``, default 1).
     """
@@ -116,7 +120,7 @@ def default_specs(
     ``imitation_gates``: SANAS runs on the network of the last static + shortcuts run
     (the longest trained), whose controller imitates each of these gates ("aligned":
     over ``imitation_overlap_ms``; "hindsight") and which reuse a full step's output on
-    the ``reuse_steps`` cheap steps after it (:mod:`sanas.kws.imitation`), learning
+    the ``reuse_steps`` cheap steps after it (:mod:`sanas.lab.imitation`), learning
     from ``imitation_stream_count`` streams of the training list.
     """
     search = {} if arch_lr is None else {"arch_lr": arch_lr}
@@ -171,7 +175,6 @@ def default_specs(
         for budgets, suffix, extra, start in variants
         for budget in budgets
     ]
-    from sanas.kws.imitation import GATE_KINDS
 
     unknown = [gate for gate in imitation_gates if gate not in GATE_KINDS]
     if unknown:
@@ -234,7 +237,6 @@ def _train_and_evaluate(
     finished run's scores are reused when they are newer than its weights): one row, or
     for a SANAS run one per architecture threshold ("<name> τ=<t>" unless t is 0.5),
     each holding ``held_budget`` MACs per step when given (", held <B>M")."""
-    from sanas.kws.train import TrainConfig, run_config, train
 
     if spec.imitation is not None:
         result = _imitate(spec, base, out)
@@ -263,10 +265,8 @@ def _train_and_evaluate(
 
 def _imitate(spec: RunSpec, base: dict[str, Any], out: str) -> RunResult:
     """An imitation run (:attr:`RunSpec.imitation`), made unless its folder holds one; its
-    :class:`~sanas.kws.train.RunResult` has one history entry per imitation epoch and no
+    :class:`~sanas.kws.training.loop.RunResult` has one history entry per imitation epoch and no
     validation accuracy (NaN)."""
-    from sanas.kws.imitation import imitation_run
-    from sanas.kws.train import RunResult
 
     run_dir = Path(base["out"])
     record_path = run_dir / "imitation.json"
@@ -344,8 +344,6 @@ def _stream_scores(
 ) -> dict[str, Any]:
     """The run's scores on ``stream`` (:func:`_eval_file`), computed unless that file is
     newer than the run's best weights."""
-    from sanas.kws.evaluate import evaluate_run
-    from sanas.kws.train import BEST
 
     saved = _eval_file(run, stream.name, threshold, held_budget)
     if saved.is_file() and saved.stat().st_mtime > (Path(run) / BEST).stat().st_mtime:
@@ -422,10 +420,10 @@ def run_experiment(
     """Train and evaluate every spec; write ``table.csv``, ``table.json`` and figures in ``out``.
 
     Each SANAS run is scored at every ``architecture_thresholds`` operating point of its
-    controller (:class:`~sanas.kws.sanas_model.SANASKWS`), each a row and a candidate of
+    controller (:class:`~sanas.kws.model.kws_model.SANASKWS`), each a row and a candidate of
     :func:`target_verdict`, which chooses among them on the validation stream;
     ``held_budget``: each holds that mean MACs per step on the streams
-    (:class:`~sanas.kws.streaming.GovernedPolicy`). ``references`` and
+    (:class:`~sanas.kws.streaming.engine.GovernedPolicy`). ``references`` and
     ``target_fraction``: the static runs the target is judged against and the share of
     their MACs it allows (:func:`target_verdict`).
 
@@ -434,8 +432,6 @@ def run_experiment(
     ``echo`` as it ends; a failed run is reported at once, the others go on (not those
     that start from it), and the call raises at the end naming every failure.
     """
-    from sanas.kws.data.speech_commands import SpeechCommands
-    from sanas.kws.data.stream_file import generate_streaming_test
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 The model runs through the streaming engine (skipping, row caches) at batch size 1 over
 the whole wav; its per-step posteriors go through TensorFlow's smoothing and matching
-(:mod:`sanas.kws.streaming_metrics`). Both MAC counts are reported: the paper's
+(:mod:`sanas.kws.evaluation.metrics`). Both MAC counts are reported: the paper's
 per-window accounting and what the cached engine actually executed.
 """
 
@@ -21,9 +21,7 @@ import torch
 from sanas.kws.data.audio import SAMPLE_RATE, read_wav
 from sanas.kws.data.speech_commands import kws_task
 from sanas.kws.data.stream_file import read_stream_labels
-from sanas.kws.sanas_model import KWSModel
-from sanas.kws.streaming import StreamRun, engine_for_model
-from sanas.kws.streaming_metrics import (
+from sanas.kws.evaluation.metrics import (
     CurvePoint,
     Detection,
     DetectionConfig,
@@ -32,6 +30,9 @@ from sanas.kws.streaming_metrics import (
     false_alarm_false_reject_curve,
     match_detections,
 )
+from sanas.kws.model.kws_model import KWSModel
+from sanas.kws.runs import load_run
+from sanas.kws.streaming.engine import StreamRun, engine_for_model
 
 
 @dataclass
@@ -96,7 +97,7 @@ def run_model_on_audio(
 ) -> StreamRun:
     """Per-step posteriors, architectures and MACs of ``model`` over a recording;
     ``budget``: a SANAS model's mean MACs per step, held whatever the audio
-    (:func:`~sanas.kws.streaming.policy_for_model`).
+    (:meth:`~sanas.kws.model.kws_model.KWSModel.streaming_policy`).
 
     Batch-1 steps are small: one thread avoids waiting on a busy second core.
     """
@@ -171,7 +172,6 @@ def evaluate_run(
     SANAS runs: ``architecture_threshold``, the controller's operating point (None: 0.5);
     ``budget``, mean MACs per step held on the stream (None: none); ``reuse_steps``, the
     cheap steps after a costlier one that reuse its output (None: the run's own)."""
-    from sanas.kws.train import load_run
 
     model, config = load_run(
         run_dir, architecture_threshold=architecture_threshold, reuse_steps=reuse_steps

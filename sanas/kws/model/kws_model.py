@@ -25,10 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sanas.kws.data.sequences import IGNORE_INDEX
-from sanas.kws.features import FeatureNormalizer
-from sanas.kws.models import cnn_trad_fpool3
-from sanas.kws.sequence_forward import (
+from sanas.kws.data.features import FeatureNormalizer
+from sanas.kws.model.networks import cnn_trad_fpool3
+from sanas.kws.model.window_forward import (
     STEP_FRAMES,
     WINDOW_FRAMES,
     SharedTrunk,
@@ -39,19 +38,21 @@ from sanas.supernet.budgets import BudgetObjective
 from sanas.supernet.controller import RecurrentController
 from sanas.supernet.costs import MacsCost
 from sanas.supernet.distributions import ArchitectureDistribution, StaticArchitecture
-from sanas.supernet.estimators import (
-    GroupedMovingAverageBaseline,
-    MovingAverageBaseline,
-    reinforce_loss,
-    returns_to_go,
-)
 from sanas.supernet.executors import run_masked
+from sanas.supernet.governor import BudgetGovernor
 from sanas.supernet.graph import SuperNetwork
+from sanas.supernet.policies import (
+    BURST_STEPS,
+    ArchitecturePolicy,
+    ControllerPolicy,
+    FixedPolicy,
+    GovernedPolicy,
+)
 from sanas.supernet.reuse import reuse_costlier_outputs
+from sanas.supernet.sequence import BASELINES, SequenceObjective
 
 ModelKind = Literal["static", "static-shortcuts", "bsn", "sanas"]
 MODEL_KINDS: tuple[str, ...] = ("static", "static-shortcuts", "bsn", "sanas")
-BASELINES = ("ema_reference", "ema", "ema_class", "full_network")
 FEATURE_TAP = "features"
 
 
@@ -111,6 +112,10 @@ class SANASOptions:
             raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+
+    def objective(self, budget: BudgetObjective, num_classes: int = 12) -> SequenceObjective:
+        """The training objective these options ask for (baseline and γ) under ``budget``."""
+        return SequenceObjective(budget, self.baseline, self.gamma, num_classes)
 
     @classmethod
     def improved(cls) -> SANASOptions:
@@ -339,6 +344,14 @@ class KWSModel(nn.Module):
         :meth:`shared_trunks`: what subclasses implement."""
         raise NotImplementedError
 
+    def streaming_policy(self, budget: float | None = None) -> ArchitecturePolicy | None:
+        """How the streaming engine picks this model's architecture at each step, as in
+        evaluation (None: every node on). ``budget``: a mean of MACs per step to hold on
+        any stream, which only a per-step controller can (SANAS)."""
+        if budget is not None:
+            raise ValueError(f"a budget to hold needs a sanas model, not {type(self).__name__}")
+        return None
+
 
 class StaticKWS(KWSModel):
     """Every node on at every step: cnn-trad-fpool3, with or without its shortcuts."""
@@ -368,6 +381,11 @@ class BSNKWS(KWSModel):
         (:meth:`SuperNetwork.most_probable_architecture`), not the per-node threshold
         1[p_n > 0.5], which can be a network training rarely sampled and that costs more."""
         return self.net.most_probable_architecture(self.distribution(1).probs[0])
+
+    def streaming_policy(self, budget: float | None = None) -> ArchitecturePolicy | None:
+        """The deterministic architecture at every step."""
+        super().streaming_policy(budget)  # refuses a budget
+        return FixedPolicy(self.deterministic_architecture())
 
     def run_normalized(
         self, features: Tensor, mask: Tensor | None, trunks: list[SharedTrunk] | None
@@ -430,6 +448,26 @@ class SANASKWS(KWSModel):
 
     def architecture_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.controller.parameters() if p.requires_grad]
+
+    def streaming_policy(
+        self, budget: float | None = None, burst_steps: float = BURST_STEPS
+    ) -> ArchitecturePolicy | None:
+        """The controller's choice at :attr:`architecture_threshold`; with a ``budget``,
+        held on any stream (:class:`GovernedPolicy`): the bucket saves up to
+        ``burst_steps`` steps of budget, and a step it cannot pay for runs the cheapest
+        architecture."""
+        policy: ArchitecturePolicy = ControllerPolicy(
+            self.controller, threshold=self.architecture_threshold
+        )
+        if budget is None:
+            return policy
+        governor = BudgetGovernor(
+            budget,
+            budget * burst_steps,
+            self.cheapest_architecture.float(),
+            lambda architecture: self.cost.of_architecture(self.net, architecture),
+        )
+        return GovernedPolicy(policy, governor)
 
     def run_normalized(
         self, features: Tensor, mask: Tensor | None, trunks: list[SharedTrunk] | None
@@ -513,116 +551,3 @@ def build_kws_model(
     if kind == "sanas":
         return SANASKWS(net, **common)
     return StaticKWS(net, **common)
-
-
-@dataclass
-class ObjectiveStats:
-    """What one training step measured (means over the batch's real steps)."""
-
-    task_loss: float
-    arch_loss: float
-    cost: float
-    penalty: float
-    baseline: float
-    lam: float
-
-
-class SequenceObjective:
-    """Training loss of a :class:`KWSOutput`: mean cross-entropy over real steps plus the
-    REINFORCE surrogate on per-step costs Δ_t + penalty(C_t), minus a baseline, discounted
-    over later steps by ``gamma``. Holds the baseline and budget state (checkpointed)."""
-
-    def __init__(
-        self, budget: BudgetObjective, options: SANASOptions | None = None, num_classes: int = 12
-    ) -> None:
-        self.budget = budget
-        self.options = options or SANASOptions()
-        reference = self.options.baseline == "ema_reference"
-        self.baseline: MovingAverageBaseline | GroupedMovingAverageBaseline
-        if self.options.baseline in ("ema_class", "full_network"):
-            self.baseline = GroupedMovingAverageBaseline(num_classes, decay=0.9)
-        else:
-            self.baseline = MovingAverageBaseline(decay=0.1 if reference else 0.9)
-
-    def __call__(
-        self,
-        output: KWSOutput,
-        labels: Tensor,
-        mask: Tensor,
-        search: bool = True,
-        teaches: Literal["both", "network", "architecture"] = "both",
-    ) -> tuple[Tensor, ObjectiveStats]:
-        """The loss to backpropagate and the step's statistics.
-
-        ``search=False`` (warm-up) trains the network only: no REINFORCE term, and the
-        budget's λ does not move; the baseline still follows the step costs.
-        ``teaches``: ``"network"`` returns the task loss alone and leaves the baseline
-        and budget untouched; ``"architecture"`` returns the REINFORCE term alone (a
-        batch held out from the network's training, whose losses measure how each
-        architecture generalises); ``"both"``: their sum.
-        """
-        ce = F.cross_entropy(
-            output.logits.flatten(0, 1),
-            labels.flatten(),
-            ignore_index=IGNORE_INDEX,
-            reduction="none",
-        ).view(labels.shape)
-        valid = mask.sum().clamp_min(1)
-        task_loss = ce.sum() / valid
-        mean_cost = float(output.cost[mask].mean()) if mask.any() else 0.0
-        if output.log_prob is None or teaches == "network":
-            stats = ObjectiveStats(float(task_loss.detach()), 0.0, mean_cost, 0.0, 0.0, 0.0)
-            if teaches == "architecture":  # a static model has no architecture to teach
-                return task_loss.new_zeros(()), stats
-            return task_loss, stats
-        penalty = self.budget.penalty(output.cost).to(ce.dtype)
-        step_cost = ce.detach() + penalty
-        if isinstance(self.baseline, GroupedMovingAverageBaseline):
-            classes = labels.clamp_min(0)  # padded steps (IGNORE_INDEX) are masked out
-            critic = self._critic(output, labels, ce)
-            baseline = critic + self.baseline.values(classes).to(step_cost.dtype)
-            self.baseline.update(step_cost - critic, classes, mask)
-        elif self.options.baseline == "ema_reference":
-            baseline = self.baseline.update(step_cost)  # every step, padded ones included
-        else:
-            baseline = self.baseline.value
-            self.baseline.update(step_cost, mask)
-        arch_loss = task_loss.new_zeros(())
-        if search:
-            advantage = returns_to_go(step_cost - baseline, self.options.gamma, mask)
-            arch_loss = reinforce_loss(output.log_prob, advantage, 0.0, mask)
-            self.budget.update(output.cost[mask])
-        stats = ObjectiveStats(
-            task_loss=float(task_loss.detach()),
-            arch_loss=float(arch_loss.detach()),
-            cost=mean_cost,
-            penalty=float(penalty[mask].mean()) if mask.any() else 0.0,
-            baseline=float(baseline[mask].mean()) if torch.is_tensor(baseline) else baseline,
-            lam=float(self.budget.lam),
-        )
-        return (arch_loss if teaches == "architecture" else task_loss + arch_loss), stats
-
-    def _critic(self, output: KWSOutput, labels: Tensor, ce: Tensor) -> Tensor:
-        """The per-step part of the baseline: the full network's loss on the same window
-        (baseline ``full_network``), else 0."""
-        if self.options.baseline != "full_network":
-            return torch.zeros_like(ce)
-        if output.full_logits is None:
-            raise ValueError("baseline 'full_network' needs the all-on logits: full_network=True")
-        return F.cross_entropy(
-            output.full_logits.detach().flatten(0, 1),
-            labels.flatten(),
-            ignore_index=IGNORE_INDEX,
-            reduction="none",
-        ).view(labels.shape)
-
-    def state_dict(self) -> dict[str, object]:
-        """Baseline and budget state, for checkpoints."""
-        state: dict[str, object] = {"baseline": dict(vars(self.baseline))}
-        state["budget"] = dict(vars(self.budget))
-        return state
-
-    def load_state_dict(self, state: dict[str, object]) -> None:
-        """Restore :meth:`state_dict`."""
-        vars(self.baseline).update(state["baseline"])  # type: ignore[arg-type]
-        vars(self.budget).update(state["budget"])  # type: ignore[arg-type]

@@ -14,13 +14,13 @@ size 1, or over many streams at once, and does real work only where the papers c
   end, see the zero padding of the end: :meth:`MultiStreamEngine.flush` adds it, and then
   the stream has exactly the frontend's frames and windows.
 - **Row caches.** conv_0 and conv_1 have stride 1 in time and no time pooling (the trunk of
-  :func:`~sanas.kws.sequence_forward.trunk_layout`): row r of step t's output is row
+  :func:`~sanas.kws.model.window_forward.trunk_layout`): row r of step t's output is row
   20·t + r of the stream. Each stream keeps the rows of the last window each trunk node
   computed, time-major (time, width, channels), in a buffer where a window is a contiguous
   slice (no copy per step); a step computes only the rows it lacks: 20 per node when the
   node ran at the previous step, more when it was off in between (all of them after 5
   steps off).
-- **Kernels.** The nodes run as :mod:`sanas.kws.row_kernels` made from their modules at
+- **Kernels.** The nodes run as :mod:`sanas.kws.streaming.row_kernels` made from their modules at
   construction (:attr:`MultiStreamEngine.kernels`): a cached step's 20 rows of a
   convolution as one GEMM over their patches, with pooling, bias and ReLU fused after it;
   dense layers fed by the trunk on its time-major rows (their weights' columns permuted
@@ -38,7 +38,7 @@ size 1, or over many streams at once, and does real work only where the papers c
   streams whose current step has the same used set and the same missing rows.
 
 Outputs equal the window-by-window computation
-(:func:`~sanas.kws.sequence_forward.forward_windows_plain` on the frontend's features over
+(:func:`~sanas.kws.model.window_forward.forward_windows_plain` on the frontend's features over
 the whole stream) to float rounding (summation order). The network must be in eval mode, on
 the CPU.
 
@@ -58,21 +58,22 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import ParamSpec, Protocol, TypeVar
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sanas.kws.features import MFCC, LogMel
-from sanas.kws.row_kernels import Dense, dense_kernel, row_kernel
-from sanas.kws.sequence_forward import STEP_FRAMES, TrunkLayout, trunk_layout
+from sanas.kws.data.features import MFCC, LogMel
+from sanas.kws.model.window_forward import STEP_FRAMES, TrunkLayout, trunk_layout
+from sanas.kws.streaming.frontend import IncrementalFeatures, cat_batch
+from sanas.kws.streaming.row_kernels import Dense, dense_kernel, row_kernel
 from sanas.supernet.costs import MacsCost, node_input_shape
-from sanas.supernet.governor import BudgetGovernor
-from sanas.supernet.graph import SuperNetwork, combine_inputs
+from sanas.supernet.graph import SuperNetwork
+from sanas.supernet.nodes import combine_inputs
+from sanas.supernet.policies import ArchitecturePolicy, FixedPolicy
 
 AudioChunk = np.ndarray | Tensor
-BURST_STEPS = 30.0  # a held budget saves up to 6 s of steps for a spoken word
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -91,141 +92,6 @@ def _inference(method: Callable[_P, _R]) -> Callable[_P, _R]:
     return wrapper
 
 
-# ----------------------------------------------------------------------------- policies
-class ArchitecturePolicy(Protocol):
-    """Chooses the architecture of the next step of a batch of streams.
-
-    ``previous``: the feature taps of their previous step, (batch, F), or ``None`` at the
-    first step; ``state``: what the policy returned for them at their previous step, stacked
-    along dim 0 (``None`` at the first step). Returns (batch, S) {0,1} architectures over
-    the stochastic nodes and the new state (``None`` for a stateless policy).
-    """
-
-    def __call__(
-        self, previous: Tensor | None, state: Tensor | None, batch: int
-    ) -> tuple[Tensor, Tensor | None]: ...
-
-
-class FixedPolicy:
-    """The same architecture at every step, e.g. a BSN's deterministic architecture (a
-    static model needs no policy: the engine's default turns every node on)."""
-
-    def __init__(self, architecture: Tensor) -> None:
-        self.architecture = torch.as_tensor(architecture)
-
-    def __call__(
-        self, previous: Tensor | None, state: Tensor | None, batch: int
-    ) -> tuple[Tensor, Tensor | None]:
-        return self.architecture.expand(batch, -1), None
-
-
-class ArchitectureController(Protocol):
-    """What a SANAS controller offers the engine (:class:`RecurrentController`)."""
-
-    def select(
-        self,
-        prev_features: Tensor | None,
-        hidden: Tensor | None,
-        batch_size: int | None = None,
-        deterministic: bool = True,
-        threshold: float = 0.5,
-    ) -> tuple[Tensor, Tensor]: ...
-
-
-class ControllerPolicy:
-    """SANAS: a recurrent controller picks each step's architecture from the previous
-    step's features: the nodes whose probability exceeds ``threshold`` (0.5: its mode, as
-    in evaluation), or a sample when not ``deterministic``."""
-
-    def __init__(
-        self,
-        controller: ArchitectureController,
-        deterministic: bool = True,
-        threshold: float = 0.5,
-    ) -> None:
-        self.controller = controller
-        self.deterministic = deterministic
-        self.threshold = threshold
-
-    def __call__(
-        self, previous: Tensor | None, state: Tensor | None, batch: int
-    ) -> tuple[Tensor, Tensor | None]:
-        return self.controller.select(previous, state, batch, self.deterministic, self.threshold)
-
-
-class GovernedPolicy:
-    """Another policy under a :class:`~sanas.supernet.governor.BudgetGovernor`: its
-    architectures run while each stream's balance pays for them, the governor's fallback
-    otherwise, so the mean cost per step holds on any stream. The state carries the
-    inner policy's state and each stream's balance (last column)."""
-
-    def __init__(self, policy: ArchitecturePolicy, governor: BudgetGovernor) -> None:
-        self.policy = policy
-        self.governor = governor
-
-    def __call__(
-        self, previous: Tensor | None, state: Tensor | None, batch: int
-    ) -> tuple[Tensor, Tensor | None]:
-        if state is None:
-            inner, balance = None, self.governor.initial_balance(batch)
-        else:
-            inner = state[:, :-1].to(previous.dtype) if state.shape[1] > 1 else None
-            balance = state[:, -1]
-        architecture, inner = self.policy(previous, inner, batch)
-        architecture, balance = self.governor.enforce(architecture, balance)
-        columns = [] if inner is None else [inner.to(balance.dtype)]
-        return architecture, torch.cat([*columns, balance.unsqueeze(1)], dim=1)
-
-
-class ScheduledPolicy:
-    """Step t of every stream uses ``architectures[t % len(architectures)]``: a replayed
-    schedule (tests, benchmarks of a given mix of tiers)."""
-
-    def __init__(self, architectures: Tensor) -> None:
-        self.architectures = torch.as_tensor(architectures)
-
-    def __call__(
-        self, previous: Tensor | None, state: Tensor | None, batch: int
-    ) -> tuple[Tensor, Tensor | None]:
-        step = torch.zeros(batch, dtype=torch.long) if state is None else state + 1
-        return self.architectures[step % len(self.architectures)], step
-
-
-def policy_for_model(
-    model: nn.Module, budget: float | None = None, burst_steps: float = BURST_STEPS
-) -> tuple[ArchitecturePolicy | None, Callable[[Tensor], Tensor]]:
-    """The policy and logit transform that make the engine reproduce a trained
-    :class:`~sanas.kws.sanas_model.KWSModel` in evaluation: every node on (static), the
-    most probable used set (BSN) or the controller's choice at the model's
-    ``architecture_threshold`` (SANAS); the transform is the model's optional logit ReLU.
-
-    ``budget`` (SANAS only): hold this mean MACs per step on any stream
-    (:class:`GovernedPolicy`); the bucket saves up to ``burst_steps`` steps of budget and
-    steps it cannot pay for run the cheapest architecture.
-    """
-    from sanas.kws.sanas_model import BSNKWS, SANASKWS
-
-    if isinstance(model, SANASKWS):
-        policy: ArchitecturePolicy | None = ControllerPolicy(
-            model.controller, threshold=model.architecture_threshold
-        )
-        if budget is not None:
-            governor = BudgetGovernor(
-                budget,
-                budget * burst_steps,
-                model.cheapest_architecture.float(),
-                lambda architecture: model.cost.of_architecture(model.net, architecture),
-            )
-            policy = GovernedPolicy(policy, governor)
-    elif budget is not None:
-        raise ValueError(f"a budget to hold needs a sanas model, not {type(model).__name__}")
-    elif isinstance(model, BSNKWS):
-        policy = FixedPolicy(model.deterministic_architecture())
-    else:
-        policy = None
-    return policy, model.logits
-
-
 def engine_for_model(
     model: nn.Module,
     cache: bool = True,
@@ -233,78 +99,19 @@ def engine_for_model(
     budget: float | None = None,
 ) -> StreamingEngine:
     """A batch-1 :class:`StreamingEngine` that reproduces a trained
-    :class:`~sanas.kws.sanas_model.KWSModel` in evaluation: its policy, logit transform,
+    :class:`~sanas.kws.model.kws_model.KWSModel` in evaluation: its policy, logit transform,
     input normalisation and output reuse. ``policy`` replaces the model's own (e.g. a
     fixed tier); ``budget``: a SANAS model's mean MACs per step, held
-    (:func:`policy_for_model`)."""
-    own_policy, transform = policy_for_model(model, budget)
-    policy = own_policy if policy is None else policy
+    (:meth:`~sanas.kws.model.kws_model.KWSModel.streaming_policy`)."""
+    own_policy = model.streaming_policy(budget)
     return StreamingEngine(
         model.net,
-        policy,
+        own_policy if policy is None else policy,
         cache=cache,
-        logit_transform=transform,
+        logit_transform=model.logits,
         input_transform=model.input_norm,
         reuse_steps=model.reuse_steps,
     )
-
-
-# ----------------------------------------------------------------------------- features
-class IncrementalFeatures:
-    """Frontend frames of ``streams`` audio streams, chunk by chunk.
-
-    The frames equal those of ``frontend`` over each whole stream (centred, zero-padded):
-    frame k, the ``n_fft`` samples centred on sample ``hop·k``, is emitted once sample
-    ``hop·k + n_fft/2`` has arrived; the first frames see the same zeros before the stream
-    as the frontend's centring, and :meth:`finish` adds the zeros after it. Streams fed
-    chunks of the same length share one frontend call.
-    """
-
-    def __init__(self, frontend: LogMel, streams: int = 1) -> None:
-        if frontend.n_fft % 2:
-            raise ValueError(f"n_fft must be even, got {frontend.n_fft}")
-        self.frontend = frontend
-        self.half = frontend.n_fft // 2
-        self.hop = frontend.hop_length
-        self.lead = -(-self.half // self.hop)  # buffer frames before the first exact one
-        self.tails: list[Tensor] = []
-        self.reset(streams)
-
-    def reset(self, streams: int | None = None) -> None:
-        """Start every stream afresh (``streams`` changes their number)."""
-        count = len(self.tails) if streams is None else streams
-        # Each tail holds the audio from sample hop · (next frame − lead) on; before the
-        # stream, that is the frontend's zero padding.
-        self.tails = [torch.zeros(self.lead * self.hop) for _ in range(count)]
-
-    def push(self, chunks: Sequence[Tensor | None]) -> list[Tensor]:
-        """Append a 1-D chunk per stream (``None``: nothing); the new frames of each,
-        (n, features)."""
-        empty = torch.zeros(0, self.frontend.n_features)
-        out = [empty] * len(self.tails)
-        buffers: dict[int, list[tuple[int, Tensor]]] = {}
-        for i, chunk in enumerate(chunks):
-            if chunk is None or chunk.numel() == 0:
-                continue
-            if chunk.dim() != 1:
-                raise ValueError(f"stream {i}: expected a 1-D chunk, got {tuple(chunk.shape)}")
-            buffer = torch.cat([self.tails[i], chunk])
-            buffers.setdefault(len(buffer), []).append((i, buffer))
-        for length, group in buffers.items():
-            last = (length - self.half) // self.hop  # the last frame whose window is inside
-            if last < self.lead:
-                for i, buffer in group:
-                    self.tails[i] = buffer
-                continue
-            frames = self.frontend(_cat([buffer.unsqueeze(0) for _, buffer in group]))
-            for k, (i, buffer) in enumerate(group):
-                out[i] = frames[k, self.lead : last + 1]
-                self.tails[i] = buffer[(last + 1 - self.lead) * self.hop :]
-        return out
-
-    def finish(self) -> list[Tensor]:
-        """The last frames of every stream, which see the zeros after its end."""
-        return self.push([torch.zeros(self.half)] * len(self.tails))
 
 
 # ------------------------------------------------------------------------------ results
@@ -313,7 +120,7 @@ class StepResult:
     """One step of one stream: the window of frames 20·step … 20·step + 100.
 
     ``time_ms`` is the start of the window (the convention of
-    :func:`~sanas.kws.streaming_metrics.detect`).
+    :func:`~sanas.kws.evaluation.metrics.detect`).
     """
 
     step: int
@@ -444,11 +251,6 @@ class _Stream:
     buffers: dict[str, _RowBuffer] = field(default_factory=dict)  # trunk node → its rows
 
 
-def _cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
-    """``torch.cat``, without a copy for a single tensor (the batch-1 path)."""
-    return tensors[0] if len(tensors) == 1 else torch.cat(list(tensors), dim=dim)
-
-
 def _nchw(rows: Tensor) -> Tensor:
     """The NCHW view of time-major rows (batch, time, width, channels)."""
     return rows.permute(0, 3, 1, 2)
@@ -458,7 +260,7 @@ class MultiStreamEngine:
     """Runs ``streams`` independent audio streams through ``net`` step by step.
 
     The engine computes with kernels made from the network's modules at construction
-    (:mod:`sanas.kws.row_kernels`, in :attr:`kernels`); kernels that reorder a weight
+    (:mod:`sanas.kws.streaming.row_kernels`, in :attr:`kernels`); kernels that reorder a weight
     refresh their copy whenever the weight changes.
 
     Args:
@@ -469,10 +271,10 @@ class MultiStreamEngine:
         cache: keep trunk rows across steps (``False``: recompute every window, the plain
             window-by-window baseline).
         logit_transform: applied to the network output before the softmax (e.g. a trained
-            model's logit ReLU, see :func:`policy_for_model`).
+            model's logit ReLU, :meth:`~sanas.kws.model.kws_model.KWSModel.logits`).
         step_frames: frames between consecutive windows (20 = 200 ms).
         input_transform: a frame-wise map applied to each new feature frame (a trained
-            model's :class:`~sanas.kws.features.FeatureNormalizer`).
+            model's :class:`~sanas.kws.data.features.FeatureNormalizer`).
         reuse_steps: a step repeats the logits and posteriors of the most recent of the
             ``reuse_steps`` steps before it that ran a costlier architecture
             (:func:`~sanas.supernet.reuse.reuse_costlier_outputs`, a trained model's
@@ -687,9 +489,9 @@ class MultiStreamEngine:
             if not members:
                 continue
             streams = [streams[k] for k in members]
-            previous = None if first else _cat([s.previous for s in streams])  # type: ignore[misc]
+            previous = None if first else cat_batch([s.previous for s in streams])  # type: ignore[misc]
             states = [s.state for s in streams]
-            state = None if first or states[0] is None else _cat(states)  # type: ignore[arg-type]
+            state = None if first or states[0] is None else cat_batch(states)  # type: ignore[arg-type]
             architecture, new_state = policy(previous, state, len(members))
             for j, (k, stream) in enumerate(zip(members, streams, strict=True)):
                 stream.state = None if new_state is None else new_state[j : j + 1]
@@ -729,7 +531,7 @@ class MultiStreamEngine:
         batch = len(streams)
         start = streams[0].step * self.step_frames
         values: list[Tensor | None] = [None] * self.net.num_nodes
-        values[0] = _cat(windows)
+        values[0] = cat_batch(windows)
         executed = plan.macs_fixed
         for trunk, first in zip(plan.trunk, firsts, strict=True):
             source: Tensor = values[trunk.source]  # type: ignore[assignment]

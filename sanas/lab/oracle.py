@@ -33,10 +33,11 @@ import torch
 
 from sanas.kws.data.audio import SAMPLE_RATE, read_wav
 from sanas.kws.data.stream_file import read_stream_labels
-from sanas.kws.models import KWS_TIERS
-from sanas.kws.sanas_model import SANASKWS, KWSModel
-from sanas.kws.streaming import FixedPolicy, StreamRun, engine_for_model
-from sanas.kws.streaming_metrics import DetectionConfig, detect, evaluate_stream, match_detections
+from sanas.kws.evaluation.metrics import DetectionConfig, detect, evaluate_stream, match_detections
+from sanas.kws.model.kws_model import SANASKWS, KWSModel
+from sanas.kws.model.networks import KWS_TIERS
+from sanas.kws.streaming.engine import StreamRun, engine_for_model
+from sanas.supernet.policies import FixedPolicy
 from sanas.supernet.reuse import reuse_costlier_outputs
 
 WINDOW_MS = 1000.0
@@ -274,7 +275,7 @@ def run_tiers(
     model: KWSModel, audio: np.ndarray, tiers: Mapping[str, frozenset[str]] = KWS_TIERS
 ) -> dict[str, StreamRun]:
     """``model``'s super network run over ``audio`` once per tier (a used set, every step
-    on it; default: :data:`~sanas.kws.models.KWS_TIERS`), in eval mode."""
+    on it; default: :data:`~sanas.kws.model.networks.KWS_TIERS`), in eval mode."""
     model.eval()
     runs = {}
     for name, used in tiers.items():

@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 from torch import nn
 
-from sanas.supernet.graph import Node, SuperNetwork
+from sanas.supernet.graph import SuperNetwork
+from sanas.supernet.nodes import Node
 
 INPUT_SHAPE = (1, 101, 40)
 FEATURES_DIM = 128

@@ -9,7 +9,7 @@ output row r depends only on input rows r … r+k−1 (stride 1, no padding and 
 time: conv_0 and conv_1 of cnn-trad-fpool3). Window t then takes rows 20t … 20t+R−1 of
 each such node, and the executor receives them as ``precomputed`` outputs: per-window
 gating stays exact, since the executor still masks every node per window. The same row
-arithmetic drives the streaming engine's caches (:mod:`sanas.kws.streaming`).
+arithmetic drives the streaming engine's caches (:mod:`sanas.kws.streaming.engine`).
 
 In training mode a dropout layer inside the trunk draws one mask per sequence row, so
 overlapping windows share it, where the plain path draws one per window; in evaluation
@@ -27,7 +27,8 @@ from torch.nn.modules.utils import _pair
 
 from sanas.kws.data.sequences import STEP_FRAMES, WINDOW_FRAMES, windows
 from sanas.supernet.executors import run_masked
-from sanas.supernet.graph import SuperNetOutput, SuperNetwork
+from sanas.supernet.graph import SuperNetwork
+from sanas.supernet.nodes import SuperNetOutput
 
 _POINTWISE = (
     nn.ReLU,

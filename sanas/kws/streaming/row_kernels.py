@@ -1,6 +1,6 @@
 """Kernels of the streaming engine: a network's layers on *time-major rows*.
 
-The engine (:mod:`sanas.kws.streaming`) keeps each trunk node's output as time-major rows,
+The engine (:mod:`sanas.kws.streaming.engine`) keeps each trunk node's output as time-major rows,
 (batch, time, width, channels), in a buffer per stream: a window is then a contiguous slice
 of it, with no copy per step. These kernels compute the same values as the network's own
 modules, which take NCHW (batch, channels, time, width), in that layout:

@@ -6,7 +6,7 @@ per-step reward does not say which steps of a word to spend on, and a search spe
 budget on windows that are right but rarely confident enough to fire (results in the
 README). A gate that knows the ground truth of a stream does know: run the full network
 on the steps best aligned with each word (``"aligned"``), or on the fewest steps that make
-the detector fire on it (``"hindsight"``, :func:`~sanas.kws.oracle.hindsight_gate`). With
+the detector fire on it (``"hindsight"``, :func:`~sanas.lab.oracle.hindsight_gate`). With
 output reuse (:mod:`sanas.supernet.reuse`) one or two such steps per word fill the
 detector's 500 ms window. Here the controller learns to predict that gate's choice from
 what it sees at run time, the previous step's feature tap: supervised learning on
@@ -36,11 +36,11 @@ from tqdm import tqdm
 from sanas.kws.data.audio import read_wav
 from sanas.kws.data.speech_commands import kws_task
 from sanas.kws.data.stream_file import read_stream_labels
-from sanas.kws.models import KWS_TIERS
-from sanas.kws.oracle import HindsightCount, hindsight_gate_within, run_tiers, speech_steps
-from sanas.kws.sanas_model import SANASKWS, KWSModel
-from sanas.kws.streaming_metrics import DetectionConfig
-from sanas.kws.train import sanas_from_run, save_run
+from sanas.kws.evaluation.metrics import DetectionConfig
+from sanas.kws.model.kws_model import SANASKWS, KWSModel
+from sanas.kws.model.networks import KWS_TIERS
+from sanas.kws.runs import sanas_from_run, save_run
+from sanas.lab.oracle import HindsightCount, hindsight_gate_within, run_tiers, speech_steps
 
 GateKind = Literal["aligned", "hindsight"]
 GATE_KINDS: tuple[str, ...] = ("aligned", "hindsight")
@@ -79,7 +79,7 @@ def gate_example(
     """A stream's :class:`GateExample`: ``model``'s full and cheap tiers, and the steps on
     which a gate that knows the ground truth runs the full one. ``"aligned"``: the steps
     whose window overlaps a word by more than ``min_overlap_ms`` (two per word at 800),
-    whatever the network says; ``"hindsight"``: :func:`~sanas.kws.oracle.hindsight_gate`,
+    whatever the network says; ``"hindsight"``: :func:`~sanas.lab.oracle.hindsight_gate`,
     the fewest steps that make the detector fire on each word (``count``), within
     ``budget_per_step`` MACs per step on average (``None``: as many as the words need)."""
     if gate not in GATE_KINDS:
@@ -194,7 +194,7 @@ def imitation_run(
     """A SANAS run folder at ``out`` on the trained network of ``source_run`` (e.g. static
     + shortcuts), its controller imitating ``gate`` (:func:`gate_example`) on ``streams``
     (folders with stream.wav and labels.txt, from speakers of the training list), and
-    evaluated with ``reuse_steps``. It loads like any run (:func:`~sanas.kws.train.load_run`);
+    evaluated with ``reuse_steps``. It loads like any run (:func:`~sanas.kws.runs.load_run`);
     its imitation.json records the settings, the gates' shares of steps, the losses and the
     seconds it all took."""
     torch.manual_seed(seed)

@@ -1,0 +1,316 @@
+"""The run folder: what a training run writes, and how a trained model is read back.
+
+Loading a model never imports the training loop. Every file is written atomically (a
+temporary file renamed into place), so a killed process leaves either the old file or the
+new one::
+
+    config.json                 the full configuration
+    metrics.csv, metrics.jsonl  one row per epoch
+    checkpoint.pt               the latest state (written by the training loop)
+    front/epoch-NNNN.pt         weights of each epoch on the validation cost/accuracy front
+    pareto.json                 that front: (MACs per step, accuracy) points not dominated
+    best.pt                     the most accurate epoch on the validation set (of a budgeted
+                                search: the most accurate that holds its budget)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from sanas.kws.config import ConfigError, TrainConfig
+from sanas.kws.data.speech_commands import (
+    kws_task,
+)
+from sanas.kws.model.kws_model import SANASKWS, KWSModel, build_kws_model
+
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+FRONT_DIR = "front"
+# Fields that may change when a run resumes: they do not change what is computed (threads
+# and device may still change float rounding; ``out`` differs when a run folder was moved).
+RESUMABLE_CHANGES = frozenset({"epochs", "device", "progress", "workers", "threads", "out"})
+SEARCH_FIELDS = frozenset(
+    {
+        "lam",
+        "budget",
+        "budget_mode",
+        "arch_lr",
+        "warmup_epochs",
+        "train_full_network",
+        "train_cheapest_network",
+        "distill_cheapest",
+    }
+)
+
+
+# --------------------------------------------------------------------------- results
+@dataclass
+class RunResult:
+    """What a finished run produced: its folder, per-epoch metrics, front and best epoch."""
+
+    run_dir: Path
+    history: list[dict[str, Any]]
+    front: list[dict[str, Any]]
+    best_epoch: int
+    best_accuracy: float
+    best_macs_per_step: float
+
+
+@dataclass
+class RunState:
+    """Everything a resumed run needs besides weights and optimiser (saved in checkpoints)."""
+
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    front: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+
+
+def make_model(config: TrainConfig, num_classes: int) -> KWSModel:
+    model = build_kws_model(
+        config.model,  # type: ignore[arg-type]
+        num_classes=num_classes,
+        channels=config.channels,
+        dropout=config.dropout,
+        options=config.options,
+        shared_convs=config.shared_convs,
+        cost_adds=config.cost_adds,  # type: ignore[arg-type]
+    )
+    model.reuse_steps = config.reuse_steps
+    return model
+
+
+def initialize_from(model: KWSModel, config: TrainConfig) -> None:
+    """Copy the super network and input normaliser of run ``config.init_from`` (its best
+    epoch) into ``model``; raise :class:`ConfigError` when the run is missing or its
+    network differs."""
+    source_dir = Path(config.init_from or "")
+    try:
+        source, source_config = load_run(source_dir)
+    except (FileNotFoundError, ConfigError) as error:
+        raise ConfigError(f"config field 'init_from': {error}") from None
+    if source_config.search_holdout != config.search_holdout:
+        raise ConfigError(
+            f"config field 'init_from': {source_dir} held out search_holdout="
+            f"{source_config.search_holdout} of the speakers, this run {config.search_holdout}: "
+            "its network must not have trained on the speakers the search is rewarded on"
+        )
+    theirs = source.net.state_dict()
+    ours = model.net.state_dict()
+    mismatched = sorted(
+        name
+        for name in set(theirs) | set(ours)
+        if name not in theirs or name not in ours or theirs[name].shape != ours[name].shape
+    )
+    if mismatched:
+        raise ConfigError(
+            f"config field 'init_from': {source_dir} holds another super network "
+            f"(differs in {', '.join(mismatched[:4])}{' …' if len(mismatched) > 4 else ''}); "
+            "it must have the same model graph, channels and task"
+        )
+    model.net.load_state_dict(theirs)
+    model.input_norm.load_state_dict(source.input_norm.state_dict())
+
+
+# ------------------------------------------------------------------------ run folder
+def atomic_write(path: Path, data: bytes) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            f.write(data)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def atomic_write_json(path: Path, value: Any) -> None:
+    atomic_write(path, (json.dumps(value, indent=2) + "\n").encode())
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, buffer.getvalue())
+
+
+def save_run(model: KWSModel, config: TrainConfig, **records: Any) -> Path:
+    """Write a model trained outside :func:`train` as a run folder at ``config.out``:
+    config.json, best.pt (what :func:`load_run` reads), then one JSON file per ``records``
+    entry (``name=value`` → name.json), each written atomically: a record's presence
+    means the folder is complete."""
+    run_dir = Path(config.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "config.json", config.to_dict())
+    atomic_save({"model": model.state_dict()}, run_dir / BEST)
+    for name, value in records.items():
+        atomic_write_json(run_dir / f"{name}.json", value)
+    return run_dir
+
+
+def flat_metrics(row: dict[str, Any]) -> dict[str, Any]:
+    """Nested dicts flattened to ``outer/inner`` columns for CSV and TensorBoard."""
+    flat: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}/{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def write_outputs(run_dir: Path, state: RunState) -> None:
+    """Rewrite every file derived from the state: metrics, pareto.json, best.pt, front/."""
+    jsonl = "".join(json.dumps(row) + "\n" for row in state.history)
+    atomic_write(run_dir / "metrics.jsonl", jsonl.encode())
+    text = io.StringIO()
+    if state.history:
+        rows = [flat_metrics(row) for row in state.history]
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    atomic_write(run_dir / "metrics.csv", text.getvalue().encode())
+    pareto = {"x": "val_macs_per_step", "y": "val_accuracy", "points": state.front}
+    atomic_write_json(run_dir / "pareto.json", pareto)
+    keep = {point["checkpoint"] for point in state.front}
+    for stale in (run_dir / FRONT_DIR).glob("*.pt"):
+        if f"{FRONT_DIR}/{stale.name}" not in keep:
+            stale.unlink()
+    best = run_dir / BEST
+    if not state.best_epoch:
+        best.unlink(missing_ok=True)
+        return
+    temporary = run_dir / f".{BEST}.tmp"  # the best epoch is on the front: link its file
+    temporary.unlink(missing_ok=True)
+    os.link(run_dir / front_name(state.best_epoch), temporary)
+    os.replace(temporary, best)
+
+
+def front_name(epoch: int) -> str:
+    return f"{FRONT_DIR}/epoch-{epoch:04d}.pt"
+
+
+def update_front(front: list[dict[str, Any]], point: dict[str, Any]) -> list[dict[str, Any]]:
+    """The front with ``point`` added unless dominated (cost ≤ and accuracy ≥, one strictly,
+    or an equal earlier point); points it dominates leave."""
+    x, y = point["val_macs_per_step"], point["val_accuracy"]
+
+    def covers(p: dict[str, Any]) -> bool:
+        return p["val_macs_per_step"] <= x and p["val_accuracy"] >= y
+
+    if any(covers(p) for p in front):
+        return front
+    survivors = [p for p in front if not (x <= p["val_macs_per_step"] and y >= p["val_accuracy"])]
+    return sorted([*survivors, point], key=lambda p: p["val_macs_per_step"])
+
+
+def best_epoch(history: list[dict[str, Any]], budget: float | None = None) -> int:
+    """Model selection: highest validation accuracy, then fewest MACs, then earliest.
+
+    With a ``budget`` (MACs per step) only the epochs whose validation MACs per step
+    hold it compete (when none does, the cheapest does): a budgeted search is judged
+    by what it delivers within its budget, not by an early epoch that was still over it.
+    """
+    within = [r for r in history if budget is None or r["val_macs_per_step"] <= budget]
+    if not within:
+        within = [min(history, key=lambda r: (r["val_macs_per_step"], -r["val_accuracy"]))]
+    best = min(within, key=lambda r: (-r["val_accuracy"], r["val_macs_per_step"], r["epoch"]))
+    return int(best["epoch"])
+
+
+def _what_is_computed(values: dict[str, Any]) -> dict[str, Any]:
+    """Config fields that can change a run's result: a static model ignores every
+    architecture-search field (λ, budget, arch_lr, warm-up, and the options except the
+    logit ReLU)."""
+    if values.get("model") not in ("static", "static-shortcuts"):
+        return values
+    values = {k: v for k, v in values.items() if k not in SEARCH_FIELDS}
+    options = values.get("options") or {}
+    values["options"] = {"logit_relu": options.get("logit_relu")}
+    return values
+
+
+def _resolved_paths(values: dict[str, Any]) -> dict[str, Any]:
+    """Input folders as absolute paths: a relative and an absolute spelling of the same
+    folder are the same run."""
+    for name in ("data", "init_from"):
+        if values.get(name):
+            values[name] = str(Path(values[name]).resolve())
+    return values
+
+
+def check_resumable(run_dir: Path, config: TrainConfig) -> None:
+    """Refuse to resume a folder that holds a run of another configuration."""
+    # Fields added since the run was written take their defaults (what the run did).
+    saved_config = run_config(run_dir)
+    saved, current = (
+        _what_is_computed(_resolved_paths(c.to_dict())) for c in (saved_config, config)
+    )
+    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    changed = [k for k in changed if k not in RESUMABLE_CHANGES]
+    if changed:
+        raise ConfigError(
+            f"{run_dir} holds a run with a different configuration "
+            f"({', '.join(f'{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in changed)}); "
+            "use another --out, or the same configuration to resume"
+        )
+
+
+# ------------------------------------------------------------------------------ load
+def run_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
+    """The configuration of a run folder (its config.json)."""
+    config_path = Path(run_dir) / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no config.json; not a training run folder")
+    return TrainConfig.from_dict(json.loads(config_path.read_text()))
+
+
+def load_run(
+    run_dir: str | os.PathLike[str],
+    which: Literal["best", "last"] = "best",
+    architecture_threshold: float | None = None,
+    reuse_steps: int | None = None,
+) -> tuple[KWSModel, TrainConfig]:
+    """The model of a run folder (its best epoch, or the last checkpoint) in eval mode,
+    and its configuration. ``architecture_threshold`` (SANAS runs only): the operating
+    point of its controller (:class:`~sanas.kws.model.kws_model.SANASKWS`; None: 0.5).
+    ``reuse_steps``: replaces the run's own output reuse (``TrainConfig.reuse_steps``)."""
+    run_dir = Path(run_dir)
+    config = run_config(run_dir)
+    weights = run_dir / (BEST if which == "best" else CHECKPOINT)
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: missing; has the run finished an epoch?")
+    model = make_model(config, kws_task(config.task).num_classes)
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=False)["model"])
+    if architecture_threshold is not None:
+        if not isinstance(model, SANASKWS):
+            raise ValueError(
+                f"{run_dir}: an architecture threshold needs a sanas run, this one is "
+                f"{config.model!r}"
+            )
+        model.architecture_threshold = architecture_threshold
+    if reuse_steps is not None:
+        model.reuse_steps = reuse_steps
+    return model.eval(), config
+
+
+def sanas_from_run(run_dir: str | os.PathLike[str], **fields: Any) -> tuple[SANASKWS, TrainConfig]:
+    """A SANAS model on the super network of a trained run (its best weights and input
+    normaliser, e.g. a static + shortcuts network), its controller fresh, and its config:
+    the run's with ``fields`` replaced, as a ``sanas`` model started from it."""
+    source_config = run_config(run_dir)
+    values = {**source_config.to_dict(), **fields, "model": "sanas", "init_from": str(run_dir)}
+    config = TrainConfig.from_dict(values)
+    model = typing.cast(SANASKWS, make_model(config, kws_task(config.task).num_classes))
+    initialize_from(model, config)  # loads the run's weights, naming what is missing
+    return model, config
