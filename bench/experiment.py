@@ -9,7 +9,7 @@ cost_per_class.png (Figure 6) and fa_fr_curve.png in --out, and says whether the
 point chosen on validation matches + shortcuts on the test stream at <= 1/5 of its MACs.
 Each SANAS run gives one point per --arch-thresholds operating point of its controller.
 --imitation-gates adds SANAS runs whose controller imitates a gate that knew the ground
-truth (sanas.lab.imitation), on the network of the longest-trained + shortcuts run.
+truth (sanas.kws.training.imitation), on the network of the longest-trained + shortcuts run.
 
 Usage: .venv/bin/python bench/experiment.py --out out/experiment [--epochs 20 --channels 16]
 """

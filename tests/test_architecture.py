@@ -24,7 +24,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("sanas.kws.config",),
     ("sanas.kws.runs",),
     ("sanas.kws.streaming",),
-    ("sanas.kws.evaluation", "sanas.kws.training"),
+    ("sanas.kws.evaluation",),
+    ("sanas.kws.training",),
     ("sanas.lab",),
     ("sanas.cli",),
 )

@@ -6,15 +6,20 @@ Every command imports what it needs lazily so that ``sanas --help`` stays instan
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
+from typer.core import TyperCommand, TyperOption
 
 from sanas.cli.bench import bench_app
 from sanas.cli.data import data_app
+from sanas.cli.demo import register as register_demo
 from sanas.cli.errors import fail
 from sanas.cli.evaluate import register as register_evaluate
 from sanas.cli.kws import register as register_kws
+
+if TYPE_CHECKING:
+    from sanas.supernet.graph import SuperNetwork
 
 app = typer.Typer(
     name="sanas",
@@ -32,98 +37,175 @@ app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
 register_kws(app)
 register_evaluate(app)
+register_demo(app)
 example_app = typer.Typer(help="Runnable examples of the general core.", no_args_is_help=True)
 app.add_typer(example_app, name="example")
 
 
+class _ListsRegistries(TyperCommand):
+    """A command whose --model and --cost help list the registered names, read from the
+    registries only when help is shown: importing them loads torch, which would slow
+    every command (and ``sanas --help``) by a second."""
+
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+        from sanas.kws.model.networks import MODELS
+        from sanas.kws.model.registry import model_names
+        from sanas.supernet.costs import COSTS
+
+        helps = {
+            "model": f"Registered model ({', '.join(model_names())}) "
+            f"or graph ({', '.join(MODELS)}).",
+            "cost": f"Registered cost: {', '.join(COSTS)}.",
+        }
+        for param in self.params:
+            if isinstance(param, TyperOption) and param.name in helps:
+                param.help = helps[param.name]
+        super().format_help(ctx, formatter)
+
+
 @app.command()
-def demo(
-    out: Path = typer.Option(Path("out/demo"), help="Folder for the data, runs, table and plots."),
-    per_word: int = typer.Option(40, help="Synthetic clips (speakers) per keyword."),
-    epochs: int = typer.Option(6, help="Training epochs per model."),
-    channels: int = typer.Option(8, help="Conv width (64 is the paper; small is quick)."),
-    minutes: float = typer.Option(3.0, help="Length of the streaming test file."),
-    jobs: int = typer.Option(2, help="Models trained in parallel."),
+def models(
+    channels: int = typer.Option(64, min=1, help="Conv width (64 is the paper)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Keyword spotting end to end on the embedded default: synthetic speech, no download.
+    """List the registered keyword-spotting models: family, parameters, MACs.
 
-    Renders the ten keywords and filler words with espeak-ng, trains static
-    cnn-trad-fpool3 + shortcuts and SANAS at two λ, scores all on a synthetic validation
-    stream and a test stream, and prints the paper's Table 1 with the cost/accuracy,
-    cost-per-class and false-alarm/false-reject plots.
-    A few minutes on 2 cores. Example: `sanas demo --out out/demo --epochs 4`
+    MACs of one step (a window of 101 frames) at 12 classes, with every node
+    on (full) and on the cheapest architecture the model can run (the whole
+    network for a static model, the cheapest path to the output for BSN and
+    SANAS). Train one with `sanas train --model NAME`; in Python,
+    sanas.kws.model.registry.build_kws_model(NAME) builds it.
+
+    Example: `sanas models --channels 8 --json`
     """
-    from sanas.kws.data.synth import SynthError, synthesize_keywords
-    from sanas.lab.experiment import RunSpec, format_table, run_experiment, target_verdict
+    from sanas.kws.model.registry import list_models
 
-    data = out / "synthetic_speech_commands"
-    if not (data / "testing_list.txt").is_file():
-        typer.echo(f"synthesising keywords into {data} ...")
-        try:
-            synthesize_keywords(data, per_word=per_word, seed=0)
-        except SynthError as err:
-            raise fail(str(err)) from None
-    specs = [
-        RunSpec("+ shortcuts", "static", {"model": "static-shortcuts"}),
-        RunSpec("SANAS λ=3e-8", "sanas", {"model": "sanas", "lam": 3e-8}),
-        RunSpec("SANAS λ=3e-7", "sanas", {"model": "sanas", "lam": 3e-7}),
-    ]
-    typer.echo(f"training {len(specs)} models ({epochs} epochs, {channels} channels) ...")
-    # A few hundred steps in all: the real-data recipe's 300-step warm-up to lr 3e-4 would
-    # barely start, so the demo trains at Adam's 1e-3 from the first step.
-    rows = run_experiment(
-        data,
-        out,
-        specs,
-        epochs=epochs,
-        channels=channels,
-        minutes=minutes,
-        jobs=jobs,
-        base_fields={"lr": 1e-3, "lr_warmup_steps": 0},
+    infos = list_models(channels)
+    if as_json:
+        typer.echo(json.dumps(infos, indent=2))
+        return
+    typer.echo(
+        f"{'name':<18} {'family':<7} {'params':>11} {'MACs full':>13} {'MACs cheapest':>13}  "
+        "description"
     )
-    typer.echo(format_table(rows))
-    typer.echo(target_verdict(rows) or "no SANAS point within 1/5 of the MACs of + shortcuts")
-    typer.echo(f"table.csv, cost_accuracy.png, cost_per_class.png, fa_fr_curve.png: {out}")
+    for info in infos:
+        typer.echo(
+            f"{info['name']:<18} {info['family']:<7} {info['params']:>11,} {info['macs']:>13,} "
+            f"{info['macs_cheapest']:>13,}  {info['description']}"
+        )
 
 
-@app.command()
+@app.command(cls=_ListsRegistries)
 def costs(
-    model: str = typer.Option(
-        "cnn-trad-fpool3", help="Model name (see sanas.kws.model.networks.MODELS)."
+    model: str = typer.Option("cnn-trad-fpool3", help="Registered model or graph."),
+    shortcuts: bool = typer.Option(
+        False, help="The variant with the four shortcuts (cnn-trad-fpool3, static)."
     ),
-    shortcuts: bool = typer.Option(False, help="Add the four shortcuts (cnn-trad-fpool3 only)."),
-    cost: str = typer.Option(
-        "macs", help="Registered cost: macs, params, activation_memory, parallel."
-    ),
+    cost: str = typer.Option("macs", help="Registered cost."),
+    channels: int = typer.Option(64, min=1, help="Conv width (64 is the paper)."),
     exact_adds: bool = typer.Option(
         False, help="Charge sum nodes only for live inputs (default: the papers' fixed charge)."
     ),
+    repeats: int = typer.Option(
+        10, min=1, help="latency: timed passes per measurement (more is steadier and slower)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Print a model's cost table: total, per node, and the cheapest useful architecture.
+    """Print a model's cost table: total, per node, cheapest useful architecture.
 
-    Example: `sanas costs --model cnn-trad-fpool3 --shortcuts --json`
+    The model is a registered one (`sanas models`) or a bare graph. --cost
+    latency measures each node on this machine (one thread, batch 1) and fits
+    a per-pass overhead: its milliseconds hold for this machine only.
+
+    Examples:
+
+        sanas costs --model cnn-trad-fpool3 --shortcuts --json
+
+        sanas costs --model sanas --cost latency --repeats 5
     """
-    from sanas.kws.model.networks import build_model
-    from sanas.supernet.costs import build_cost, cost_summary
+    from sanas.kws.model.networks import MODELS, build_model
+    from sanas.kws.model.registry import build_kws_model, model_names
+    from sanas.supernet.costs import COSTS, build_cost, cost_summary
 
+    if cost not in COSTS:
+        raise fail(f"unknown cost {cost!r}; registered costs: {', '.join(COSTS)}")
+    if cost == "custom":
+        raise fail(
+            "the custom cost needs a callable, so it is for library use: "
+            'build_cost("custom", net, fn=lambda used: ...), where fn maps the frozenset '
+            "of used node names to a number"
+        )
     name = f"{model}-shortcuts" if shortcuts and not model.endswith("-shortcuts") else model
-    try:
-        net = build_model(name)
-        options = {"adds": "exact" if exact_adds else "reference"} if cost == "macs" else {}
-        summary = cost_summary(net, build_cost(cost, net, **options))
-    except ValueError as err:
-        raise fail(str(err)) from None
-    summary = {"model": name, **summary}
+    if name in model_names():
+        net = build_kws_model(name, channels=channels).net
+    elif name in MODELS:
+        net = build_model(name, channels=channels)
+    else:
+        raise fail(
+            f"unknown model {name!r}; registered models: {', '.join(model_names())}; "
+            f"graphs: {', '.join(MODELS)} (--shortcuts adds '-shortcuts' to the name)"
+        )
+    if cost == "latency":
+        _latency_costs(name, net, repeats, as_json)
+        return
+    options = {"adds": "exact" if exact_adds else "reference"} if cost == "macs" else {}
+    summary: dict[str, Any] = {"model": name, **cost_summary(net, build_cost(cost, net, **options))}
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
     unit = summary["cost"]
     typer.echo(f"{name}: total {unit} {summary[f'total_{unit}']:,}, params {summary['params']:,}")
-    for node, value in summary["nodes"].items():  # type: ignore[union-attr]
+    for node, value in summary["nodes"].items():
         typer.echo(f"  {node:<12} {value:>14,}")
     if f"min_used_{unit}" in summary:
         typer.echo(f"cheapest architecture reaching the output: {summary[f'min_used_{unit}']:,}")
+
+
+def _latency_costs(name: str, net: SuperNetwork, repeats: int, as_json: bool) -> None:
+    """``sanas costs --cost latency``: measure a latency table of ``net`` on this machine,
+    on one thread (as a streaming step runs), then print it with its fitted totals."""
+    from dataclasses import asdict
+
+    import torch
+
+    from sanas.supernet.costs import build_cost, cost_summary, latency_fit, measure_latency_table
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        table = measure_latency_table(net, repeats=repeats)
+        fit = latency_fit(net, table, architectures=16, repeats=repeats)
+    finally:
+        torch.set_num_threads(threads)
+    summary: dict[str, Any] = cost_summary(net, build_cost("latency", net, table=table))
+    if summary["min_used_latency"] <= 0:
+        raise fail(
+            "the timings were too noisy to fit (the cheapest architecture would take "
+            f"{summary['min_used_latency'] * 1e3:.3f} ms): rerun with more --repeats"
+        )
+    measured = f"{table.device}, batch {table.batch_size}, 1 thread, {repeats} repeats"
+    if as_json:
+        record = {"model": name, **summary, "latency_table": asdict(table), "fit": fit}
+        typer.echo(json.dumps({**record, "measured_on": f"this machine ({measured})"}, indent=2))
+        return
+    typer.echo(f"{name}: latency measured on this machine ({measured}); it holds here only")
+    typer.echo(f"  {'node':<12} {'module ms':>10}")
+    for node, seconds in table.per_node_s.items():
+        shown = f"{seconds * 1e3:>10.3f}" if net.nodes[node].module is not None else f"{'-':>10}"
+        typer.echo(f"  {node:<12} {shown}")
+    overhead = f"{'+' if table.overhead_s >= 0 else '-'} {abs(table.overhead_s) * 1e3:.3f}"
+    typer.echo(
+        f"a pass: {table.base_s * 1e3:.3f} ms + {table.scale:.2f} × Σ module ms "
+        f"{overhead} ms per used node (fitted)"
+    )
+    typer.echo(
+        f"every node: {summary['total_latency'] * 1e3:.3f} ms; cheapest architecture reaching "
+        f"the output: {summary['min_used_latency'] * 1e3:.3f} ms"
+    )
+    typer.echo(
+        f"{fit['architectures']:.0f} random sub-architectures: {fit['within_10pct']:.0%} "
+        f"predicted within ±10%, median error {fit['median_relative_error']:.1%}"
+    )
 
 
 @example_app.command("digits")

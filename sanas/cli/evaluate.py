@@ -12,20 +12,21 @@ from sanas.cli.errors import fail
 
 if TYPE_CHECKING:
     from sanas.kws.evaluation.evaluate import StreamEvaluation
+    from sanas.kws.model.operating_point import OperatingPoint
 
 ARCH_THRESHOLD_HELP = (
-    "SANAS runs: a node is on when the controller's probability exceeds this "
-    "(default 0.5, its mode). Lower spends more on the steps it leans towards; choose "
-    "it on a validation stream."
+    "SANAS runs: a node is on when the controller's probability exceeds this (default: the "
+    "run's operating point, else 0.5, its mode). Lower spends more on the steps it leans "
+    "towards; choose it on a validation stream."
 )
 HOLD_BUDGET_HELP = (
-    "SANAS runs: hold this mean MACs per step on any audio (e.g. 3.3e6). A token bucket "
-    "saves unspent budget for up to 30 steps; a step it cannot pay for runs the cheapest "
-    "path."
+    "SANAS runs: hold this mean MACs per step on any audio (e.g. 3.3e6; default: the run's "
+    "operating point). A token bucket saves unspent budget for up to 30 steps; a step it "
+    "cannot pay for runs the cheapest path."
 )
 REUSE_STEPS_HELP = (
-    "The cheap steps after a costlier one reuse its output (default: the run's own, "
-    "e.g. 2 for `sanas imitate` runs; 0: none)."
+    "The cheap steps after a costlier one reuse its output (default: the run's operating "
+    "point, e.g. 2 for imitation runs; 0: none)."
 )
 
 
@@ -54,9 +55,8 @@ def evaluate(
     from sanas.kws.evaluation.evaluate import evaluate_run
 
     try:
-        result = evaluate_run(
-            run, stream_wav, stream_labels, json_out, arch_threshold, hold_budget, reuse_steps
-        )
+        point = _operating_point(run, arch_threshold, hold_budget, reuse_steps)
+        result = evaluate_run(run, stream_wav, stream_labels, json_out, point)
     except (OSError, ValueError) as err:
         raise fail(str(err)) from None
     scores = result.to_dict()
@@ -125,15 +125,14 @@ def stream(
     from sanas.kws.runs import load_run
 
     try:
-        model, config = load_run(
-            run, architecture_threshold=arch_threshold, reuse_steps=reuse_steps
-        )
+        point = _operating_point(run, arch_threshold, hold_budget, reuse_steps)
+        model, config = load_run(run, point=point)
         audio = read_wav(wav)
     except (OSError, ValueError) as err:
         raise fail(str(err)) from None
     labels = tuple(kws_task(config.task).labels)
     try:
-        result = run_model_on_audio(model, audio, budget=hold_budget)
+        result = run_model_on_audio(model, audio, budget=point.hold_budget)
     except ValueError as err:
         raise fail(str(err)) from None
     for detection in detect(result.times_ms, result.posteriors, labels):
@@ -147,6 +146,17 @@ def stream(
         f"{len(result.times_ms)} steps over {len(audio) / 16000:.1f} s: "
         f"{result.macs_window.mean() / 1e6:.2f}M MACs per step by the paper's count, "
         f"{result.macs_executed.mean() / 1e6:.2f}M executed with caches"
+    )
+
+
+def _operating_point(
+    run: Path, threshold: float | None, budget: float | None, reuse_steps: int | None
+) -> OperatingPoint:
+    """The run's stored operating point with the options given on the command line."""
+    from sanas.kws.runs import read_operating_point
+
+    return read_operating_point(run).replaced(
+        architecture_threshold=threshold, hold_budget=budget, reuse_steps=reuse_steps
     )
 
 

@@ -8,142 +8,133 @@ that ``sanas --help`` stays instant.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from sanas.cli.errors import fail
 
+# Flags of `sanas train` and the config fields they set.
+FLAG_FIELDS = {
+    "model": "model",
+    "lam": "search.lam",
+    "budget": "search.budget",
+    "budget_mode": "search.budget_mode",
+    "epochs": "epochs",
+    "seed": "seed",
+    "channels": "channels",
+    "batch_size": "batch_size",
+    "shared_convs": "shared_convs",
+    "device": "device",
+    "init_from": "init_from",
+}
+
 
 def train_command(
+    recipe: Annotated[
+        str | None,
+        typer.Option(help="A named recipe (see `sanas recipes`): its settings and stages."),
+    ] = None,
     data: Annotated[
         Path | None, typer.Option(help="Speech Commands folder (real, or `sanas data synth`).")
     ] = None,
-    model: Annotated[
-        str | None, typer.Option(help="static, static-shortcuts, bsn or sanas. (default: sanas)")
-    ] = None,
-    lam: Annotated[
-        float | None,
-        typer.Option(
-            "--lambda", help="λ on raw MACs per step; try 1e-10 … 1e-7 (log grid). (default: 0)"
-        ),
-    ] = None,
-    budget: Annotated[
-        float | None, typer.Option(help="MACs per step for --budget-mode hinge or constrained.")
-    ] = None,
-    budget_mode: Annotated[
-        str | None,
-        typer.Option(
-            help="linear: λ·C (SANAS); hinge: λ·max(0, C − budget) (BSN); constrained: λ "
-            "learned so that E[C] ≤ budget. (default: linear)"
-        ),
-    ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs. (default: 30)")] = None,
     out: Annotated[
         Path | None, typer.Option(help="Run folder; rerun the same command to resume it.")
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed. (default: 0)")] = None,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="key=value over the recipe or config, dotted for sections: "
+            "--set search.budget=3e6 --set options.logit_relu=false (repeatable).",
+        ),
+    ] = None,
     config: Annotated[
         Path | None,
-        typer.Option(help="YAML/JSON file with TrainConfig fields; flags given here win."),
+        typer.Option(help="YAML/JSON file with TrainConfig fields (instead of a recipe)."),
     ] = None,
+    model: Annotated[str | None, typer.Option(help="A registered model (`sanas models`).")] = None,
+    lam: Annotated[
+        float | None, typer.Option("--lambda", help="search.lam: λ on raw MACs per step.")
+    ] = None,
+    budget: Annotated[
+        float | None, typer.Option(help="search.budget: MACs per step (hinge, constrained).")
+    ] = None,
+    budget_mode: Annotated[
+        str | None, typer.Option(help="search.budget_mode: linear, hinge or constrained.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     channels: Annotated[
-        int | None,
-        typer.Option(help="Conv channels: 64 is the paper, 16 or 32 a CPU profile. (default: 64)"),
+        int | None, typer.Option(help="Conv channels: 64 is the paper, 16 a CPU profile.")
     ] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(help="Sequences per batch. (default: 64)")
-    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Sequences per batch.")] = None,
     shared_convs: Annotated[
         bool | None,
         typer.Option(
             "--shared-convs/--no-shared-convs",
-            help="Convolve each sequence once instead of each window. (default: shared)",
+            help="Convolve each sequence once instead of each window (same result).",
         ),
     ] = None,
     device: Annotated[
         str | None, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:N.")
     ] = None,
     progress: Annotated[
-        bool | None, typer.Option("--progress/--no-progress", help="Show progress bars.")
-    ] = None,
+        bool, typer.Option("--progress/--no-progress", help="Show progress bars.")
+    ] = True,
     init_from: Annotated[
         Path | None,
-        typer.Option(
-            help="Run folder whose best weights start this run (search a trained network)."
-        ),
+        typer.Option(help="Run folder whose best weights start this run."),
     ] = None,
 ) -> None:
-    """Train a keyword-spotting model on streaming sequences.
+    """Train a keyword-spotting model into a run folder, from a recipe or a config.
 
-    The run folder gets config.json, metrics.csv and metrics.jsonl
-    (accuracy, MACs per step and per class, λ), TensorBoard events,
-    checkpoint.pt (every epoch), pareto.json (the validation cost/accuracy
-    front, a checkpoint per point) and best.pt. Interrupted? Run the same
-    command again: it resumes and ends exactly as an uninterrupted run.
+    A recipe runs every stage it names (pretraining the network, making a stream of
+    training speakers, imitating a gate) into one run folder. The folder gets
+    config.json, metrics.csv / metrics.jsonl (accuracy, MACs per step and per class),
+    TensorBoard events, checkpoint.pt, pareto.json and best.pt. Interrupted? Run the
+    same command again: it resumes, from any working directory.
 
-    Examples:
+    Examples (`sanas data synth --out synth` makes a data folder in a minute):
 
-        sanas train --data sc --model static --epochs 30 --out runs/static
+        sanas train --recipe fpool3-shortcuts --data synth --out runs/shortcuts
 
-        sanas train --data sc --model sanas --lambda 1e-8 --channels 16
-        --epochs 30 --out runs/sanas-1e-8
+        sanas train --recipe fpool3-sanas-improved --data synth --out runs/sanas
+        --set search.lam=1e-8 --set epochs=10
 
-        sanas train --data sc --model bsn --budget-mode constrained
+        sanas train --recipe fpool3-imitation --data synth --out runs/imitation
+        --set pretrain.epochs=10 --set imitate.epochs=5
+
+        sanas train --data synth --model bsn --budget-mode constrained
         --budget 30e6 --epochs 30 --out runs/bsn-30M
 
-        sanas train --config sanas.yaml --lambda 1e-9 --out runs/sanas-1e-9
-
-        sanas train --config search.yaml --init-from runs/static-shortcuts
-        --budget-mode constrained --budget 4e6 --epochs 8 --out runs/search-4M
-
-    A budgeted run's best.pt is its most accurate epoch within the budget.
-
-    A config file (YAML or JSON) holds TrainConfig fields: data, out, model,
-    lam, budget, budget_mode, epochs, batch_size, lr, arch_lr, lr_schedule
-    (constant or cosine), lr_warmup_steps (a linear ramp of the learning
-    rate: keeps conv_1 alive), warmup_epochs (network-only epochs before the
-    search), train_full_network and train_cheapest_network (also train the
-    all-on and the cheapest network each batch: the sandwich), distill_cheapest
-    (that cheapest network learns the all-on one's posteriors), train_paths
-    (architectures also trained each batch, each a list of the nodes it
-    switches on, e.g. [[in, conv_0, shortcut_0, shortcut_1, features,
-    classifier]]: the conv_0 tier), init_from (a run whose weights start
-    this one), search_holdout (share of the
-    training speakers the network never trains on; the search is rewarded
-    on them), normalize_features, weight_decay, seed, channels, dropout,
-    shared_convs, device, threads, workers, sequence (lengths_s, multi_word,
-    max_words, background_probability, ...) and options (logit_relu,
-    detach_features, log_prob_reduction, baseline (ema_reference, ema,
-    ema_class, full_network: each step judged against the all-on network on
-    the same window), gamma, search_bottlenecks,
-    learned_initial_state). Flags given on the command line win. The recipe
-    of the Table 1 experiment: sanas.lab.experiment.RECIPE.
+    Flags name config fields (--lambda is search.lam, --budget search.budget);
+    `sanas recipes NAME` shows a recipe's file and docs/recipes.md every field.
     """
-    from sanas.kws.config import TrainConfig, load_config
+    from sanas.kws.config import TrainConfig, apply_settings, read_config_file
     from sanas.kws.data.audio import AudioError
     from sanas.kws.training.loop import train
+    from sanas.kws.training.recipes import train_recipe
 
-    overrides: dict[str, Any] = {
-        "data": str(data) if data is not None else None,
-        "out": str(out) if out is not None else None,
-        "model": model,
-        "lam": lam,
-        "budget": budget,
-        "budget_mode": budget_mode,
-        "epochs": epochs,
-        "seed": seed,
-        "channels": channels,
-        "batch_size": batch_size,
-        "shared_convs": shared_convs,
-        "device": device,
-        "progress": progress,
-        "init_from": str(init_from) if init_from is not None else None,
-    }
-    given = {k: v for k, v in overrides.items() if v is not None}
+    flags = {"model": model, "lam": lam, "budget": budget, "budget_mode": budget_mode,
+             "epochs": epochs, "seed": seed, "channels": channels, "batch_size": batch_size,
+             "shared_convs": shared_convs, "device": device,
+             "init_from": None if init_from is None else str(init_from.resolve())}  # fmt: skip
+    given = [f"{FLAG_FIELDS[k]}={v}" for k, v in flags.items() if v is not None]
+    given += list(settings or [])
     try:
-        run_config = load_config(config, **given) if config else TrainConfig.from_dict(given)
-        result = train(run_config)
+        if recipe is not None and config is not None:
+            raise ValueError("give --recipe or --config, not both")
+        if recipe is not None:
+            if data is None or out is None:
+                raise ValueError("--recipe needs --data (a Speech Commands folder) and --out")
+            result = train_recipe(recipe, data, out, given, progress)
+        else:
+            values = read_config_file(config) if config else {}
+            paths = {"data": data, "out": out}
+            values.update({k: str(v.resolve()) for k, v in paths.items() if v is not None})
+            values["progress"] = progress
+            result = train(TrainConfig.from_dict(apply_settings(values, given)))
     except (ValueError, OSError, AudioError) as error:
         raise fail(error) from None
     typer.echo(
@@ -203,7 +194,7 @@ def imitate_command(
     from the previous step's features. The network is not changed. The run
     folder loads like any other (`sanas evaluate`, `sanas stream`): choose
     its operating point with --arch-threshold and hold a budget with
-    --budget there.
+    --hold-budget there.
 
     Example:
 
@@ -214,11 +205,12 @@ def imitate_command(
         --out runs/sanas-imitation
 
         sanas evaluate runs/sanas-imitation --stream-wav streams/val/stream.wav
-        --stream-labels streams/val/labels.txt --arch-threshold 0.1 --budget 3.36e6
+        --stream-labels streams/val/labels.txt --arch-threshold 0.1
+        --hold-budget 3.36e6
     """
     from sanas.kws.data.audio import AudioError
-    from sanas.lab.imitation import GATE_KINDS, imitation_run
-    from sanas.lab.oracle import HINDSIGHT_COUNTS
+    from sanas.kws.training.gates import HINDSIGHT_COUNTS
+    from sanas.kws.training.imitation import GATE_KINDS, imitation_run
 
     if gate not in GATE_KINDS:
         raise fail(ValueError(f"--gate must be one of {GATE_KINDS}, got {gate!r}"))
@@ -247,7 +239,35 @@ def imitate_command(
     typer.echo(f"{run_dir}: SANAS run imitating the {gate} gate (imitation.json)")
 
 
+def recipes_command(
+    name: Annotated[str | None, typer.Argument(help="A recipe to show in full.")] = None,
+) -> None:
+    """List the named training recipes, or show one: its file, with the reason for each
+    value, and the stages it runs.
+
+    Examples: `sanas recipes`, `sanas recipes fpool3-imitation`; then
+    `sanas train --recipe fpool3-imitation --data DIR --out RUN`.
+    """
+    from sanas.kws.config import RECIPES_DIR, ConfigError, load_recipe, recipe_names
+
+    try:
+        if name is None:
+            recipes = [load_recipe(recipe) for recipe in recipe_names()]
+            width = max(len(recipe.name) for recipe in recipes)
+            for recipe in recipes:
+                typer.echo(f"{recipe.name:<{width}}  {recipe.description}")
+            return
+        recipe = load_recipe(name)
+    except ConfigError as error:
+        raise fail(error) from None
+    stages = [f"pretrain {recipe.pretrain}"] if recipe.pretrain else []
+    stages.append("imitate a gate" if recipe.imitate else "train")
+    typer.echo(f"# stages: {' -> '.join(stages)}")
+    typer.echo((RECIPES_DIR / f"{name}.yaml").read_text().rstrip())
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``train`` and ``imitate`` to ``app`` (the ``sanas`` command line)."""
+    """Add ``train``, ``recipes`` and ``imitate`` to ``app`` (the ``sanas`` command line)."""
     app.command("train")(train_command)
+    app.command("recipes")(recipes_command)
     app.command("imitate")(imitate_command)

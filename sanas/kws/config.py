@@ -12,19 +12,36 @@ import json
 import os
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import yaml
 
 from sanas.kws.data.sequences import (
     SequenceConfig,
 )
-from sanas.kws.model.kws_model import MODEL_KINDS, SANASOptions
+from sanas.kws.model.kws_model import SANASOptions
+from sanas.kws.model.registry import model_names
 
 BUDGET_MODES = ("linear", "hinge", "constrained")
 LR_SCHEDULES = ("constant", "cosine")
+# Fields of run folders written before the search section existed: read into it.
+_FLAT_SEARCH_FIELDS = {
+    "lam": "lam",
+    "budget": "budget",
+    "budget_mode": "budget_mode",
+    "arch_lr": "arch_lr",
+    "warmup_epochs": "warmup_epochs",
+    "search_holdout": "holdout",
+    "train_full_network": "train_full_network",
+    "train_cheapest_network": "train_cheapest_network",
+    "distill_cheapest": "distill_cheapest",
+}
+# Fields that moved out of training (reuse_steps: an operating point) or were removed.
+_RETIRED_FIELDS = ("reuse_steps", "cost_adds")
 
 
 class ConfigError(ValueError):
@@ -32,113 +49,100 @@ class ConfigError(ValueError):
 
 
 @dataclass
-class TrainConfig:
-    """Everything that defines a training run (the fields of a YAML/JSON config file).
+class SearchConfig:
+    """How a BSN or SANAS model learns its architecture (ignored by static models).
 
-    ``model``: static (cnn-trad-fpool3), static-shortcuts, bsn or sanas. ``lam``: λ on raw
-    MACs (useful around 1e-10 … 1e-7). ``budget_mode``: linear λ·C (SANAS), hinge
-    λ·max(0, C − budget) (BSN) or constrained (λ learned so that E[C] ≤ budget).
-    ``channels``: conv width (64 = the paper; 16 or 32 for CPU runs). ``shared_convs``:
-    compute the convolutions once per sequence instead of once per window. ``threads``:
-    torch CPU threads (0: torch's default); 1 is fastest on a shared or busy machine, where
-    a second thread mostly waits for its core. ``workers``: processes preparing sequences
-    (MFCC) beside training (0: in the training process). ``limit_train`` / ``limit_val``:
-    use only the first N examples (quick runs). ``sequence``: how training sequences are
-    drawn; ``options``: the SANAS reference quirks (:class:`SANASOptions`).
-    ``normalize_features``: fit a per-coefficient mean/std on training sequences and
-    normalise the model's input with it (saved with the weights; the reference feeds raw
-    MFCCs). ``lr_schedule``: ``constant`` (the reference) or ``cosine`` (every learning
-    rate decays to 0 over ``epochs``, set at the start of each epoch). ``lr_warmup_steps``:
-    the learning rates ramp up linearly over the first optimizer steps (the reference: 0).
-    Adam moves every weight by about lr per step, whatever its gradient, so at lr 1e-3 the
-    first steps of the wide layers (shortcut_2 reads 37,376 inputs at full width) swing the
-    logits by orders of magnitude (the loss jumps from 2.5 to 9.4 at the second batch),
-    and conv_1's ReLUs all die within ten batches, for good: the convolutional paths then
-    add nothing. Clipping the gradient norm does not help (Adam ignores the scale). On the
-    real subset at 16 channels, the share of conv_1 outputs alive after 400 steps: 0 at
-    1e-3, 0.17 at 1e-3 with a 300-step warm-up, 0.49 at 3e-4 with it (the experiment's
-    recipe), for the same training loss. ``warmup_epochs``
-    (BSN, SANAS): the first epochs train the network weights only, on architectures drawn
-    from the initial distribution (every node on with p ≈ 0.95); the search starts after.
-    Without it, REINFORCE compares architectures while all of them are still bad, the
-    cost term wins, and the distribution can collapse to the cheapest path for good.
-    ``train_full_network`` (BSN, SANAS): each batch also trains the network with every
-    node on (the "sandwich rule" of slimmable networks): paths the search switches off
-    keep learning, so the search keeps comparing trained architectures (costs a second
-    forward and backward per batch). ``train_cheapest_network`` (BSN, SANAS): likewise the
-    cheapest architecture (the sandwich's other end, in → shortcut_0 → classifier): the path
-    a budget pushes silence onto is then a trained classifier from the first search step,
-    not only once the controller has learned to pick it (costs little: no convolution).
-    ``distill_cheapest`` (with both ends of the sandwich): the cheapest network learns the
-    full network's posteriors on the same windows (detached) instead of the labels, the
-    "in-place distillation" of universally slimmable networks (Yu & Huang, 2019). In a
-    stream the cheap path runs between the expensive steps of a word, and the smoothing
-    averages its posteriors with theirs: it helps most by agreeing with the full network.
-    ``train_paths`` (any model): each batch also trains these architectures, each given by
-    the nodes it switches on (e.g. the conv_0 tier of :data:`~sanas.kws.model.networks.KWS_TIERS`):
-    a path between the sandwich's ends that a budget needs is then a trained classifier of
-    its own. Without it, paths that are neither end are trained only when the sampler or
-    the controller happens to draw them: on the real subset the conv_0 tier of a searched
-    16-channel network scored no better than the cheapest path (21.2/17.0 Matched/Correct
-    on the validation stream, against 20.9/16.0), although at 16 channels 1/5 of the full
-    network's MACs can pay for it on a step in three, but for conv_1 on a step in six.
-    ``init_from``: a run folder whose best weights (super network and input normaliser)
-    start this run; the architecture distribution starts fresh. Searching a super network
-    that was first trained whole is the usual one-shot NAS recipe: the search then
-    compares trained paths from its first step instead of paths it is still disrupting.
-    Only a fresh run reads it (a resumed run has its own weights), and the source must
-    have held out the same speakers (``search_holdout``). ``search_holdout``: hold out this
-    fraction of the training speakers (:func:`hold_out_speakers`) from the network's
-    training; in the search epochs the architecture's REINFORCE reward comes from their
-    sequences alone (one held-out batch beside each training batch), as ENAS and DARTS
-    fit the architecture on data the weights did not fit. On the training sequences
-    themselves a network that memorised them makes every path look about as good: on the
-    real subset the cheap path's extra loss against the full network was 0.10 nats on
-    word steps and 0.11 on silence there, against 0.40 and 0.07 on validation clips,
-    so the controller learned nothing about when to spend. A static model with it
-    simply trains on the other speakers (what a search then starts from).
-    ``reuse_steps``: in evaluation (validation and streams) a step repeats the output of
-    the most recent of that many steps before it that ran a costlier architecture
-    (:func:`~sanas.supernet.reuse.reuse_costlier_outputs`; 0: none). A controller imitating a
-    gate that counted on it (:mod:`sanas.lab.imitation`) must be evaluated with it.
+    ``lam``: λ on raw MACs per step (useful around 1e-10 … 1e-7). ``budget_mode``:
+    ``linear`` λ·C (SANAS), ``hinge`` λ·max(0, C − budget) (BSN) or ``constrained`` (λ
+    learned so that E[C] ≤ ``budget``). ``arch_lr``: learning rate of the architecture's
+    parameters (None: the network's). ``warmup_epochs``: epochs that train the network
+    alone before the search starts. ``holdout``: share of the training speakers the
+    network never trains on; the search is rewarded on their sequences (a static run with
+    it trains on the other speakers: what such a search starts from).
+    ``train_full_network`` / ``train_cheapest_network``: each batch also trains the all-on
+    and the cheapest network (the sandwich rule), so both ends stay trained classifiers;
+    ``distill_cheapest``: that cheapest network learns the all-on one's posteriors.
+    docs/recipes.md says why each exists and which recipe uses it.
+    """
+
+    lam: float = 0.0
+    budget: float | None = None
+    budget_mode: str = "linear"
+    arch_lr: float | None = None
+    warmup_epochs: int = 0
+    holdout: float = 0.0
+    train_full_network: bool = False
+    train_cheapest_network: bool = False
+    distill_cheapest: bool = False
+
+    def checks(self) -> list[tuple[str, Any, bool, str]]:
+        """(field, value, valid, what it must be) for :meth:`TrainConfig.validate`."""
+        linear = self.budget_mode == "linear"
+        return [
+            ("search.budget_mode", self.budget_mode, self.budget_mode in BUDGET_MODES,
+             f"must be one of {BUDGET_MODES}"),
+            ("search.lam", self.lam, self.lam >= 0, "must be >= 0"),
+            ("search.budget", self.budget, linear or (self.budget or 0) > 0,
+             f"must be > 0 with budget_mode {self.budget_mode!r}"),
+            ("search.arch_lr", self.arch_lr, self.arch_lr is None or self.arch_lr > 0,
+             "must be > 0"),
+            ("search.warmup_epochs", self.warmup_epochs, self.warmup_epochs >= 0,
+             "must be >= 0"),
+            ("search.holdout", self.holdout, 0 <= self.holdout < 1, "must be in [0, 1)"),
+            ("search.distill_cheapest", self.distill_cheapest,
+             not self.distill_cheapest
+             or (self.train_full_network and self.train_cheapest_network),
+             "needs train_full_network and train_cheapest_network (the teacher and the "
+             "student)"),
+        ]  # fmt: skip
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run: the fields of a recipe or config file.
+
+    ``model``: a registered model (``sanas models``). ``channels``: conv width (64 = the
+    paper; 16 a CPU profile). ``lr_schedule``: ``constant`` or ``cosine``;
+    ``lr_warmup_steps``: a linear ramp of every learning rate over the first optimizer
+    steps. ``normalize_features``: fit a per-coefficient mean/std on training sequences
+    and normalise the model's input with it (saved with the weights). ``shared_convs``:
+    compute the convolutions once per sequence instead of once per window (same result).
+    ``threads``: torch CPU threads (0: torch's default; 1 is fastest on a busy machine).
+    ``workers``: processes preparing sequences beside training (0: none).
+    ``limit_train`` / ``limit_val``: only the first N examples (quick runs). ``train_paths``:
+    architectures also trained each batch, each given by the nodes it switches on.
+    ``init_from``: a run folder whose best weights start this run (a fresh run only).
+    ``sequence``: how training sequences are drawn; ``options``: the SANAS reference's
+    quirks (:class:`~sanas.kws.model.kws_model.SANASOptions`); ``search``: how a BSN or
+    SANAS model learns its architecture (:class:`SearchConfig`).
     """
 
     data: str = ""
     out: str = ""
     model: str = "sanas"
-    lam: float = 0.0
-    budget: float | None = None
-    budget_mode: str = "linear"
     epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-3
-    arch_lr: float | None = None
+    lr_schedule: str = "constant"
+    lr_warmup_steps: int = 0
     weight_decay: float = 1e-5
     seed: int = 0
     channels: int = 64
     dropout: float = 0.0
-    device: str = "auto"
-    shared_convs: bool = True
     task: str = "12"
-    cost_adds: str = "reference"
+    normalize_features: bool = True
+    shared_convs: bool = True
+    device: str = "auto"
     threads: int = 1
     workers: int = 1
     limit_train: int | None = None
     limit_val: int | None = None
     progress: bool = True
-    normalize_features: bool = True
-    lr_schedule: str = "constant"
-    lr_warmup_steps: int = 0
-    warmup_epochs: int = 0
-    train_full_network: bool = False
-    train_cheapest_network: bool = False
-    distill_cheapest: bool = False
     train_paths: tuple[tuple[str, ...], ...] | None = None
     init_from: str | None = None
-    search_holdout: float = 0.0
-    reuse_steps: int = 0
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
     options: SANASOptions = field(default_factory=SANASOptions)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
     @property
     def searches_architecture(self) -> bool:
@@ -147,18 +151,13 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Check values that types alone cannot; raise :class:`ConfigError` naming the field."""
-        linear = self.budget_mode == "linear"
+        searched = self.searches_architecture
+        search = self.search
         checks: list[tuple[str, Any, bool, str]] = [
             ("data", self.data, bool(self.data), "is required (a Speech Commands folder)"),
             ("out", self.out, bool(self.out), "is required (the run folder)"),
-            ("model", self.model, self.model in MODEL_KINDS, f"must be one of {MODEL_KINDS}"),
-            ("budget_mode", self.budget_mode, self.budget_mode in BUDGET_MODES,
-             f"must be one of {BUDGET_MODES}"),
-            ("lam", self.lam, self.lam >= 0, "must be >= 0"),
-            ("budget", self.budget, linear or (self.budget or 0) > 0,
-             f"must be > 0 with budget_mode {self.budget_mode!r}"),
+            ("model", self.model, self.model in model_names(), f"must be one of {model_names()}"),
             ("epochs", self.epochs, self.epochs >= 1, "must be >= 1"),
-            ("warmup_epochs", self.warmup_epochs, self.warmup_epochs >= 0, "must be >= 0"),
             ("lr_warmup_steps", self.lr_warmup_steps, self.lr_warmup_steps >= 0, "must be >= 0"),
             ("batch_size", self.batch_size, self.batch_size >= 1, "must be >= 1"),
             ("lr", self.lr, self.lr > 0, "must be > 0"),
@@ -170,33 +169,21 @@ class TrainConfig:
             ("device", self.device, self.device == "auto" or _valid_device(self.device),
              "must be auto, cpu, cuda or cuda:N"),
             ("task", self.task, self.task in ("12", "35"), "must be '12' or '35'"),
-            ("cost_adds", self.cost_adds, self.cost_adds in ("reference", "exact"),
-             "must be 'reference' or 'exact'"),
             ("threads", self.threads, self.threads >= 0, "must be >= 0"),
             ("workers", self.workers, self.workers >= 0, "must be >= 0"),
             ("limit_train", self.limit_train, self.limit_train is None or self.limit_train >= 1,
              "must be >= 1"),
             ("limit_val", self.limit_val, self.limit_val is None or self.limit_val >= 1,
              "must be >= 1"),
-            ("train_full_network", self.train_full_network,
-             not self.train_full_network or self.searches_architecture,
+            *search.checks(),
+            ("search.train_full_network", search.train_full_network,
+             not search.train_full_network or searched, "needs a searched model (bsn or sanas)"),
+            ("search.train_cheapest_network", search.train_cheapest_network,
+             not search.train_cheapest_network or searched,
              "needs a searched model (bsn or sanas)"),
-            ("search_holdout", self.search_holdout, 0 <= self.search_holdout < 1,
-             "must be in [0, 1)"),
-            ("reuse_steps", self.reuse_steps, self.reuse_steps >= 0, "must be >= 0"),
-            ("train_cheapest_network", self.train_cheapest_network,
-             not self.train_cheapest_network or self.searches_architecture,
-             "needs a searched model (bsn or sanas)"),
-            ("distill_cheapest", self.distill_cheapest,
-             not self.distill_cheapest
-             or (self.train_full_network and self.train_cheapest_network),
-             "needs train_full_network and train_cheapest_network (the teacher and the "
-             "student)"),
             ("options.baseline", self.options.baseline,
-             self.options.baseline != "full_network" or self.train_full_network,
-             "'full_network' needs train_full_network (it reads the all-on logits)"),
-            ("options.gamma", self.options.gamma, self.model == "sanas" or not self.options.gamma,
-             "must be 0 unless model is sanas (only a controller acts on later steps)"),
+             self.options.baseline != "full_network" or search.train_full_network,
+             "'full_network' needs search.train_full_network (it reads the all-on logits)"),
         ]  # fmt: skip
         for name, value, ok, message in checks:
             if not ok:
@@ -209,7 +196,17 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build and validate a config from a mapping, naming unknown or ill-typed fields."""
+        """Build and validate a config from a mapping, naming unknown or ill-typed fields.
+        The flat search fields of older run folders are read into ``search``."""
+        values = dict(values)
+        search = dict(values.get("search") or {})
+        for flat, nested in _FLAT_SEARCH_FIELDS.items():
+            if flat in values:
+                search[nested] = values.pop(flat)
+        if search:
+            values["search"] = search
+        for retired in _RETIRED_FIELDS:
+            values.pop(retired, None)
         return _dataclass_from_dict(cls, values, "").validate()
 
 
@@ -276,10 +273,8 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
     return float(value) if hint is float else value
 
 
-def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
-    """Read a YAML or JSON config file; ``overrides`` (not ``None``) replace its fields."""
-    import yaml
-
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The mapping of config fields in a YAML or JSON file (not validated yet)."""
     path = Path(path)
     text = path.read_text()
     try:
@@ -288,8 +283,118 @@ def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
         raise ConfigError(f"{path}: not valid YAML/JSON: {error}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of config fields, got {values!r}")
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    return values
+
+
+def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
+    """Read a YAML or JSON config file; ``overrides`` (not ``None``) replace its fields."""
+    values = {**read_config_file(path), **{k: v for k, v in overrides.items() if v is not None}}
     try:
         return TrainConfig.from_dict(values)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
+
+
+# ------------------------------------------------------------------------------ recipes
+RECIPES_DIR = Path(__file__).parent / "recipes"
+_RECIPE_KEYS = ("description", "extends", "pretrain", "imitate", "operating_point")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named training setup: a YAML file of ``sanas/kws/recipes/``.
+
+    ``fields``: the :class:`TrainConfig` fields it sets (after ``extends``: another
+    recipe's fields, which these override). ``pretrain``: a recipe trained first into
+    ``OUT/pretrain``, whose weights start this run (``init_from``). ``imitate``: instead of
+    training, the SANAS controller of that pretrained network imitates a gate
+    (:func:`~sanas.kws.training.imitation.imitation_run`'s settings, plus
+    ``stream_minutes``: the training-speaker stream it learns from). ``operating_point``:
+    stored in the run, what evaluation and streaming use by default.
+    """
+
+    name: str
+    description: str
+    fields: dict[str, Any]
+    pretrain: str | None = None
+    imitate: dict[str, Any] | None = None
+    operating_point: dict[str, Any] | None = None
+
+
+def recipe_names() -> list[str]:
+    """Every packaged recipe, sorted."""
+    return sorted(path.stem for path in RECIPES_DIR.glob("*.yaml"))
+
+
+def load_recipe(name: str) -> Recipe:
+    """The recipe ``name`` with its ``extends`` chain resolved; a :class:`ConfigError` lists
+    the valid names when there is no such recipe."""
+    path = RECIPES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"no recipe {name!r}; recipes: {', '.join(recipe_names())}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(values, dict) or not isinstance(values.get("description"), str):
+        raise ConfigError(f"{path}: a recipe is a mapping with a 'description' line")
+    own = {key: values.pop(key, None) for key in _RECIPE_KEYS}
+    fields = values
+    if own["extends"]:
+        parent = load_recipe(own["extends"])
+        fields = _merged(parent.fields, values)
+        own["pretrain"] = own["pretrain"] or parent.pretrain
+        own["imitate"] = own["imitate"] or parent.imitate
+        own["operating_point"] = own["operating_point"] or parent.operating_point
+    return Recipe(
+        name, own["description"], fields, own["pretrain"], own["imitate"], own["operating_point"]
+    )
+
+
+def recipe_config(recipe: Recipe, settings: Sequence[str] = (), **fields: Any) -> TrainConfig:
+    """The validated :class:`TrainConfig` of ``recipe``, then ``fields`` (e.g. data, out;
+    ``None`` is ignored), then ``settings`` (``key=value`` strings, dotted keys for nested
+    sections, values read as YAML: ``search.budget=3e6``, ``options.logit_relu=false``)."""
+    values = _merged(recipe.fields, {k: v for k, v in fields.items() if v is not None})
+    try:
+        return TrainConfig.from_dict(apply_settings(values, settings))
+    except ConfigError as error:
+        raise ConfigError(f"recipe {recipe.name!r}: {error}") from None
+
+
+def apply_settings(values: dict[str, Any], settings: Sequence[str]) -> dict[str, Any]:
+    """``values`` with each ``key=value`` setting on top (dotted keys for sections)."""
+    for setting in settings:
+        key, value = parse_setting(setting)
+        values = _merged(values, _nested(key, value))
+    return values
+
+
+def parse_setting(setting: str) -> tuple[str, Any]:
+    """``"key=value"`` as (key, YAML value); a :class:`ConfigError` otherwise."""
+    key, sep, text = setting.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value (e.g. search.budget=3e6), got {setting!r}")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    return key.strip(), value
+
+
+def _nested(key: str, value: Any) -> dict[str, Any]:
+    """``"a.b"``, v → {"a": {"b": v}}."""
+    for part in reversed(key.split(".")[1:]):
+        value = {part: value}
+    return {key.split(".")[0]: value}
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` on top, nested mappings merged key by key."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -32,6 +32,7 @@ from sanas.kws.data.speech_commands import (
     kws_task,
 )
 from sanas.kws.model.kws_model import SANASKWS, KWSModel, build_kws_model
+from sanas.kws.model.operating_point import OperatingPoint
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
@@ -39,18 +40,7 @@ FRONT_DIR = "front"
 # Fields that may change when a run resumes: they do not change what is computed (threads
 # and device may still change float rounding; ``out`` differs when a run folder was moved).
 RESUMABLE_CHANGES = frozenset({"epochs", "device", "progress", "workers", "threads", "out"})
-SEARCH_FIELDS = frozenset(
-    {
-        "lam",
-        "budget",
-        "budget_mode",
-        "arch_lr",
-        "warmup_epochs",
-        "train_full_network",
-        "train_cheapest_network",
-        "distill_cheapest",
-    }
-)
+OPERATING_POINT = "operating_point.json"
 
 
 # --------------------------------------------------------------------------- results
@@ -77,17 +67,15 @@ class RunState:
 
 
 def make_model(config: TrainConfig, num_classes: int) -> KWSModel:
-    model = build_kws_model(
+    """A fresh model of the run's configuration (its registered model, width, options)."""
+    return build_kws_model(
         config.model,  # type: ignore[arg-type]
         num_classes=num_classes,
         channels=config.channels,
         dropout=config.dropout,
         options=config.options,
         shared_convs=config.shared_convs,
-        cost_adds=config.cost_adds,  # type: ignore[arg-type]
     )
-    model.reuse_steps = config.reuse_steps
-    return model
 
 
 def initialize_from(model: KWSModel, config: TrainConfig) -> None:
@@ -99,10 +87,10 @@ def initialize_from(model: KWSModel, config: TrainConfig) -> None:
         source, source_config = load_run(source_dir)
     except (FileNotFoundError, ConfigError) as error:
         raise ConfigError(f"config field 'init_from': {error}") from None
-    if source_config.search_holdout != config.search_holdout:
+    if source_config.search.holdout != config.search.holdout:
         raise ConfigError(
-            f"config field 'init_from': {source_dir} held out search_holdout="
-            f"{source_config.search_holdout} of the speakers, this run {config.search_holdout}: "
+            f"config field 'init_from': {source_dir} held out search.holdout="
+            f"{source_config.search.holdout} of the speakers, this run {config.search.holdout}: "
             "its network must not have trained on the speakers the search is rewarded on"
         )
     theirs = source.net.state_dict()
@@ -144,15 +132,19 @@ def atomic_save(obj: Any, path: Path) -> None:
     atomic_write(path, buffer.getvalue())
 
 
-def save_run(model: KWSModel, config: TrainConfig, **records: Any) -> Path:
-    """Write a model trained outside :func:`train` as a run folder at ``config.out``:
-    config.json, best.pt (what :func:`load_run` reads), then one JSON file per ``records``
-    entry (``name=value`` → name.json), each written atomically: a record's presence
-    means the folder is complete."""
+def save_run(
+    model: KWSModel, config: TrainConfig, point: OperatingPoint | None = None, **records: Any
+) -> Path:
+    """Write a model trained outside the training loop as a run folder at ``config.out``:
+    config.json, best.pt (what :func:`load_run` reads), its operating point, then one JSON
+    file per ``records`` entry (``name=value`` → name.json), each written atomically: a
+    record's presence means the folder is complete."""
     run_dir = Path(config.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "config.json", config.to_dict())
     atomic_save({"model": model.state_dict()}, run_dir / BEST)
+    if point is not None:
+        save_operating_point(run_dir, point)
     for name, value in records.items():
         atomic_write_json(run_dir / f"{name}.json", value)
     return run_dir
@@ -229,12 +221,11 @@ def best_epoch(history: list[dict[str, Any]], budget: float | None = None) -> in
 
 
 def _what_is_computed(values: dict[str, Any]) -> dict[str, Any]:
-    """Config fields that can change a run's result: a static model ignores every
-    architecture-search field (λ, budget, arch_lr, warm-up, and the options except the
-    logit ReLU)."""
+    """Config fields that can change a run's result: a static model ignores the search
+    section but its speaker holdout, and the options but the logit ReLU."""
     if values.get("model") not in ("static", "static-shortcuts"):
         return values
-    values = {k: v for k, v in values.items() if k not in SEARCH_FIELDS}
+    values = {**values, "search": {"holdout": (values.get("search") or {}).get("holdout")}}
     options = values.get("options") or {}
     values["options"] = {"logit_relu": options.get("logit_relu")}
     return values
@@ -269,22 +260,43 @@ def check_resumable(run_dir: Path, config: TrainConfig) -> None:
 # ------------------------------------------------------------------------------ load
 def run_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
     """The configuration of a run folder (its config.json)."""
-    config_path = Path(run_dir) / "config.json"
-    if not config_path.is_file():
+    return TrainConfig.from_dict(json.loads(_config_path(run_dir).read_text()))
+
+
+def _config_path(run_dir: str | os.PathLike[str]) -> Path:
+    """The run's config.json; a clear error when the folder is not a run."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: no config.json; not a training run folder")
-    return TrainConfig.from_dict(json.loads(config_path.read_text()))
+    return path
+
+
+def read_operating_point(run_dir: str | os.PathLike[str]) -> OperatingPoint:
+    """The operating point stored in a run folder (``operating_point.json``; the default
+    point when it has none)."""
+    path = Path(run_dir) / OPERATING_POINT
+    if path.is_file():
+        try:
+            return OperatingPoint.from_dict(json.loads(path.read_text()))
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"{path}: {error}") from None
+    # Runs written before operating points had their output reuse in config.json.
+    legacy = json.loads(_config_path(run_dir).read_text()).get("reuse_steps", 0)
+    return OperatingPoint(reuse_steps=legacy)
+
+
+def save_operating_point(run_dir: str | os.PathLike[str], point: OperatingPoint) -> None:
+    """Store ``point`` as the run's default operating point (atomically)."""
+    atomic_write_json(Path(run_dir) / OPERATING_POINT, point.to_dict())
 
 
 def load_run(
     run_dir: str | os.PathLike[str],
     which: Literal["best", "last"] = "best",
-    architecture_threshold: float | None = None,
-    reuse_steps: int | None = None,
+    point: OperatingPoint | None = None,
 ) -> tuple[KWSModel, TrainConfig]:
-    """The model of a run folder (its best epoch, or the last checkpoint) in eval mode,
-    and its configuration. ``architecture_threshold`` (SANAS runs only): the operating
-    point of its controller (:class:`~sanas.kws.model.kws_model.SANASKWS`; None: 0.5).
-    ``reuse_steps``: replaces the run's own output reuse (``TrainConfig.reuse_steps``)."""
+    """The model of a run folder (its best epoch, or the last checkpoint) in eval mode at
+    ``point`` (None: the run's own, :func:`read_operating_point`), and its configuration."""
     run_dir = Path(run_dir)
     config = run_config(run_dir)
     weights = run_dir / (BEST if which == "best" else CHECKPOINT)
@@ -292,15 +304,10 @@ def load_run(
         raise FileNotFoundError(f"{weights}: missing; has the run finished an epoch?")
     model = make_model(config, kws_task(config.task).num_classes)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=False)["model"])
-    if architecture_threshold is not None:
-        if not isinstance(model, SANASKWS):
-            raise ValueError(
-                f"{run_dir}: an architecture threshold needs a sanas run, this one is "
-                f"{config.model!r}"
-            )
-        model.architecture_threshold = architecture_threshold
-    if reuse_steps is not None:
-        model.reuse_steps = reuse_steps
+    try:
+        (point or read_operating_point(run_dir)).apply(model)
+    except ValueError as error:
+        raise ValueError(f"{run_dir}: {error}; this run is {config.model!r}") from None
     return model.eval(), config
 
 

@@ -27,9 +27,14 @@ from sanas.kws.evaluation.metrics import CurvePoint, plot_fa_fr_curve
 from sanas.kws.evaluation.plots import ModelPoint, plot_cost_accuracy, plot_cost_per_class
 from sanas.kws.model.kws_model import SANASOptions
 from sanas.kws.model.networks import KWS_TIERS
-from sanas.kws.runs import BEST, RunResult, run_config
+from sanas.kws.runs import BEST, RunResult, read_operating_point, run_config
+from sanas.kws.training.imitation import (
+    GATE_KINDS,
+    IMITATION_RECORD,
+    imitation_result,
+    imitation_run,
+)
 from sanas.kws.training.loop import train
-from sanas.lab.imitation import GATE_KINDS, imitation_run
 
 TABLE_COLUMNS = ("model", "matched", "correct", "wrong", "false_alarm", "macs_per_step")
 FAMILIES = ("static", "bsn", "sanas")  # table order
@@ -66,7 +71,7 @@ class RunSpec:
     ``start_from``: the name of another spec of the experiment whose trained weights
     start this run (``TrainConfig.init_from``); this run waits for that one to end.
     ``imitation``: instead of training, the run's controller imitates a gate on that
-    network (:func:`~sanas.lab.imitation.imitation_run` with these arguments) on the
+    network (:func:`~sanas.kws.training.imitation.imitation_run` with these arguments) on the
     experiment's streams of training speakers (:func:`imitation_streams`; how many: the
     entry ``streams``, default 1).
     """
@@ -120,7 +125,7 @@ def default_specs(
     ``imitation_gates``: SANAS runs on the network of the last static + shortcuts run
     (the longest trained), whose controller imitates each of these gates ("aligned":
     over ``imitation_overlap_ms``; "hindsight") and which reuse a full step's output on
-    the ``reuse_steps`` cheap steps after it (:mod:`sanas.lab.imitation`), learning
+    the ``reuse_steps`` cheap steps after it (:mod:`sanas.kws.training.imitation`), learning
     from ``imitation_stream_count`` streams of the training list.
     """
     search = {} if arch_lr is None else {"arch_lr": arch_lr}
@@ -264,25 +269,15 @@ def _train_and_evaluate(
 
 
 def _imitate(spec: RunSpec, base: dict[str, Any], out: str) -> RunResult:
-    """An imitation run (:attr:`RunSpec.imitation`), made unless its folder holds one; its
-    :class:`~sanas.kws.training.loop.RunResult` has one history entry per imitation epoch and no
-    validation accuracy (NaN)."""
-
+    """An imitation run (:attr:`RunSpec.imitation`), made unless its folder holds one."""
     run_dir = Path(base["out"])
-    record_path = run_dir / "imitation.json"
     arguments = dict(spec.imitation or {})
     streams = imitation_streams(Path(out), arguments.pop("streams", 1))
-    if not record_path.is_file():
+    if not (run_dir / IMITATION_RECORD).is_file():
         imitation_run(
             base["init_from"], streams, run_dir, seed=base["seed"], progress=False, **arguments
         )
-    record = json.loads(record_path.read_text())
-    losses = record["losses"]
-    history = [
-        {"epoch": i + 1, "seconds": record["seconds"] / len(losses), "loss": loss}
-        for i, loss in enumerate(losses)
-    ]
-    return RunResult(run_dir, history, [], len(losses), math.nan, math.nan)
+    return imitation_result(run_dir)
 
 
 def imitation_streams(out: Path, count: int) -> list[Path]:
@@ -349,7 +344,10 @@ def _stream_scores(
     if saved.is_file() and saved.stat().st_mtime > (Path(run) / BEST).stat().st_mtime:
         return json.loads(saved.read_text())
     wav, labels = stream / "stream.wav", stream / "labels.txt"
-    return evaluate_run(run, wav, labels, saved, threshold, held_budget).to_dict()
+    point = read_operating_point(run).replaced(
+        architecture_threshold=threshold, hold_budget=held_budget
+    )
+    return evaluate_run(run, wav, labels, saved, point).to_dict()
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

@@ -247,16 +247,19 @@ def cost_summary(net: SuperNetwork, cost: Cost | None = None) -> dict[str, objec
     """Totals, per-node table and the cheapest architecture that reaches the output.
 
     ``cost`` defaults to MACs with the reference accounting. The cheapest useful cost is
-    found by enumerating every architecture (small graphs only).
+    found by enumerating every architecture (small graphs only). Counts (MACs, parameters,
+    bytes, rounds) come as ints, other costs (seconds) as floats.
     """
     cost = cost or MacsCost(net)
     everything = net.used(None, 1)
     summary: dict[str, object] = {
         "cost": cost.name,
-        f"total_{cost.name}": int(cost(everything)[0]),
+        f"total_{cost.name}": _number(cost(everything)[0]),
         "params": int(params_cost(net)(everything)[0]),
         "nodes": {
-            name: int(cost(torch.nn.functional.one_hot(torch.tensor([i]), net.num_nodes).bool())[0])
+            name: _number(
+                cost(torch.nn.functional.one_hot(torch.tensor([i]), net.num_nodes).bool())[0]
+            )
             for i, name in enumerate(net.order)
         },
     }
@@ -265,9 +268,15 @@ def cost_summary(net: SuperNetwork, cost: Cost | None = None) -> dict[str, objec
         used = net.used(architectures, len(architectures))
         reaches = used[:, net.index[net.output_name]]
         values = cost(used)
-        summary[f"min_used_{cost.name}"] = int(values[reaches].min())
-        summary["tiers"] = sorted({int(v) for v in values[reaches].tolist()})
+        summary[f"min_used_{cost.name}"] = _number(values[reaches].min())
+        summary["tiers"] = sorted({_number(v) for v in values[reaches].tolist()})
     return summary
+
+
+def _number(value: float | Tensor) -> int | float:
+    """A cost as a plain number: an int when it is a whole count, else a float."""
+    number = float(value)
+    return int(number) if number.is_integer() else number
 
 
 # -------------------------------------------------------------- row-wise costs

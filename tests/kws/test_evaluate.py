@@ -120,7 +120,7 @@ def test_experiment_trains_evaluates_and_writes_table_and_figures(
     assert "more than the budget" in too_low.output
     static = CliRunner().invoke(app, ["stream", rows[0]["run"], *wav, "--arch-threshold", "0.05"])
     assert static.exit_code == 2
-    assert "an architecture threshold needs a sanas run, this one is 'static-shortcuts'" in (
+    assert "threshold or a held budget needs a sanas model; this run is 'static-shortcuts'" in (
         static.output
     )
 
@@ -249,7 +249,8 @@ def test_imitation_runs_drive_the_trained_baseline_and_are_scored_like_any_run(
     labels = [(Path(s) / "labels.txt").read_text() for s in streams]
     assert labels[0] != labels[1]  # two streams, not one twice
     config = json.loads((run / "config.json").read_text())
-    assert config["model"] == "sanas" and config["reuse_steps"] == 2
+    point = json.loads((run / "operating_point.json").read_text())
+    assert config["model"] == "sanas" and point["reuse_steps"] == 2
     for row in rows:
         assert 0 <= row["correct"] <= row["matched"] <= 100
     assert (tmp_path / "table.txt").stat().st_size > 0

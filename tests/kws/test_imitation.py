@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from sanas.cli import app
 from sanas.kws.model.kws_model import SANASKWS
 from sanas.kws.model.networks import cnn_trad_fpool3
-from sanas.lab.imitation import GateExample, imitate_gate
+from sanas.kws.training.imitation import GateExample, imitate_gate
 
 
 def _spends(model: SANASKWS, features: np.ndarray) -> np.ndarray:

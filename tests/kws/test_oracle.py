@@ -12,14 +12,13 @@ from sanas.kws.data.speech_commands import kws_task
 from sanas.kws.data.stream_file import generate_streaming_test
 from sanas.kws.evaluation.metrics import evaluate_stream
 from sanas.kws.model.kws_model import build_kws_model
-from sanas.lab.oracle import (
-    confident_word_steps,
+from sanas.kws.training.gates import (
     expensive_steps_for,
     gated_posteriors,
     hindsight_gate,
-    oracle_gating,
     speech_steps,
 )
+from sanas.lab.oracle import confident_word_steps, oracle_gating
 
 
 def test_speech_steps_are_windows_overlapping_a_word() -> None:

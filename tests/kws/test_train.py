@@ -19,7 +19,7 @@ import yaml
 from typer.testing import CliRunner
 
 from sanas.cli.kws import register
-from sanas.kws.config import ConfigError, TrainConfig, load_config
+from sanas.kws.config import ConfigError, SearchConfig, TrainConfig, load_config
 from sanas.kws.data.sequences import SequenceBatch, collate_sequences
 from sanas.kws.model.kws_model import SANASKWS, KWSOutput
 from sanas.kws.model.networks import KWS_TIERS
@@ -44,7 +44,6 @@ def tiny(data: Path, out: Path, **overrides: object) -> TrainConfig:
         "data": str(data),
         "out": str(out),
         "model": "sanas",
-        "lam": 1e-7,
         "epochs": 2,
         "batch_size": 8,
         "channels": 2,
@@ -52,6 +51,7 @@ def tiny(data: Path, out: Path, **overrides: object) -> TrainConfig:
         "workers": 0,
         "progress": False,
         **overrides,
+        "search": {"lam": 1e-7, **overrides.get("search", {})},  # type: ignore[dict-item]
     }
     return TrainConfig.from_dict(values)
 
@@ -113,12 +113,19 @@ def test_config_file_round_trip(tmp_path: Path) -> None:
         ({"epochs": "ten"}, "'epochs' must be an integer"),
         ({"shared_convs": "yes"}, "'shared_convs' must be true/false"),
         ({"model": "resnet"}, "'model' must be one of"),
-        ({"budget_mode": "hinge"}, "'budget' must be > 0 with budget_mode 'hinge'"),
+        ({"search": {"budget_mode": "hinge"}}, "'search.budget' must be > 0 with budget_mode"),
         ({"model": "bsn", "options": {"gamma": 0.5}}, "'options.gamma'"),
         ({"options": {"baseline": "batch"}}, "'options.baseline' must be one of"),
-        ({"options": {"baseline": "full_network"}}, "'full_network' needs train_full_network"),
-        ({"model": "static", "train_cheapest_network": True}, "'train_cheapest_network' needs"),
-        ({"distill_cheapest": True, "train_cheapest_network": True}, "'distill_cheapest' needs"),
+        ({"options": {"baseline": "full_network"}}, "'full_network' needs search.train_full"),
+        (
+            {"model": "static", "search": {"train_cheapest_network": True}},
+            "'search.train_cheapest_network' needs",
+        ),
+        (
+            {"search": {"distill_cheapest": True, "train_cheapest_network": True}},
+            "'search.distill_cheapest' needs",
+        ),
+        ({"search": {"lamda": 1e-8}}, "unknown config field(s) 'search.lamda'"),
         ({"sequence": {"lengths_s": []}}, "'sequence.lengths_s' must be a non-empty list"),
         ({"train_paths": [[]]}, "'train_paths' must be a non-empty list"),
         ({"data": ""}, "'data' is required"),
@@ -137,7 +144,7 @@ def test_resuming_another_configuration_is_refused(tone_data: Path, tmp_path: Pa
     with pytest.raises(ConfigError, match="logit_relu"):
         train(tiny(tone_data, tmp_path / "run", model="static", options={"logit_relu": False}))
     # A static model ignores the search's fields: changing them resumes the same run.
-    search = {"lam": 3.0, "warmup_epochs": 1, "options": {"baseline": "ema_class"}}
+    search = {"search": {"lam": 3.0, "warmup_epochs": 1}, "options": {"baseline": "ema_class"}}
     assert len(train(tiny(tone_data, tmp_path / "run", model="static", **search)).history) == 2
     # A run folder moved elsewhere resumes there (its saved ``out`` is the old path), and
     # the data folder may be spelled relative to the working directory.
@@ -227,7 +234,7 @@ def test_architecture_parameters_can_learn_at_their_own_rate() -> None:
 
     model = build_kws_model("bsn", num_classes=3, channels=2)
     reference = _optimizer(model, TrainConfig(lr=1e-3))
-    faster = _optimizer(model, TrainConfig(lr=1e-3, arch_lr=1e-2))
+    faster = _optimizer(model, TrainConfig(lr=1e-3, search=SearchConfig(arch_lr=1e-2)))
     assert [g["lr"] for g in reference.param_groups] == [1e-3, 1e-3]
     assert [g["lr"] for g in faster.param_groups] == [1e-3, 1e-2]
 
@@ -259,8 +266,7 @@ def test_cosine_schedule_sets_each_epochs_learning_rate(tone_data: Path, tmp_pat
         tmp_path / "run",
         lr_schedule="cosine",
         epochs=2,
-        warmup_epochs=1,
-        train_full_network=True,
+        search={"warmup_epochs": 1, "train_full_network": True},
     )
     history = train(config).history
     assert [round(row["lr"], 9) for row in history] == [1e-3, 5e-4]
@@ -327,8 +333,7 @@ def test_init_from_starts_a_search_from_a_trained_network(tone_data: Path, tmp_p
         epochs=1,
         lr=1e-12,  # the weights barely move: what the run holds is what it started from
         init_from=str(tmp_path / "static"),
-        train_full_network=True,
-        train_cheapest_network=True,
+        search={"train_full_network": True, "train_cheapest_network": True},
         options={"baseline": "full_network"},
     )
     train(searched)
@@ -356,14 +361,14 @@ def test_a_budgeted_search_is_judged_by_its_best_epoch_within_the_budget() -> No
 
 
 def test_a_search_rewarded_on_held_out_speakers(tone_data: Path, tmp_path: Path) -> None:
-    held = {"search_holdout": 0.3, "epochs": 1}
+    held = {"search": {"holdout": 0.3}, "epochs": 1}
     train(tiny(tone_data, tmp_path / "static", model="static-shortcuts", **held))
     result = train(tiny(tone_data, tmp_path / "sanas", init_from=str(tmp_path / "static"), **held))
     assert result.history[-1]["arch_loss"] != 0.0  # the held-out batches taught the controller
     with pytest.raises(ConfigError, match="must not have trained on the speakers"):
         train(tiny(tone_data, tmp_path / "leak", init_from=str(tmp_path / "static")))
-    with pytest.raises(ConfigError, match="'search_holdout' must be in"):
-        tiny(tone_data, tmp_path / "bad", search_holdout=1.0)
+    with pytest.raises(ConfigError, match=r"'search\.holdout' must be in"):
+        tiny(tone_data, tmp_path / "bad", search={"holdout": 1.0})
 
 
 def test_a_static_model_never_trains_on_the_held_out_speakers(
@@ -373,7 +378,7 @@ def test_a_static_model_never_trains_on_the_held_out_speakers(
         raise AssertionError("a static model drew held-out batches")
 
     monkeypatch.setattr("sanas.kws.training.loop._held_out_batches", drawn)
-    train(tiny(tone_data, tmp_path / "static", model="static-shortcuts", search_holdout=0.3))
+    train(tiny(tone_data, tmp_path / "static", model="static-shortcuts", search={"holdout": 0.3}))
 
 
 def test_distilled_cheapest_network_learns_the_full_networks_posteriors() -> None:
@@ -423,6 +428,6 @@ def test_trained_paths_learn_the_labels_beside_the_model(tone_data: Path, tmp_pa
 
 
 def test_a_distilled_search_trains(tone_data: Path, tmp_path: Path) -> None:
-    sandwich = {"train_full_network": True, "train_cheapest_network": True}
-    result = train(tiny(tone_data, tmp_path / "run", epochs=1, distill_cheapest=True, **sandwich))
+    search = {"train_full_network": True, "train_cheapest_network": True, "distill_cheapest": True}
+    result = train(tiny(tone_data, tmp_path / "run", epochs=1, search=search))
     assert result.history[-1]["train_loss"] > 0

@@ -176,30 +176,14 @@ def synthesize_keywords(
         raise SynthError(
             f"need per_word >= 1 and unknown_per_word >= 0, got {per_word}, {n_unknown}"
         )
-    engines = tuple(engines) if engines is not None else available_engines()
-    for engine in ("espeak-ng", *engines):
-        if not shutil.which(engine):
-            raise SynthError(
-                f"{engine} not found on PATH; install it with `sudo apt-get install {engine}`"
-                + (" (or `make system-deps`)" if engine == "espeak-ng" else "")
-            )
+    engines = _check_engines(engines)
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise SynthError(f"{out}: not empty; synthesize into a new folder")
 
     rng = np.random.default_rng(seed)
     speakers = pick_speakers(voice_families(engines), per_word, rng)
-    said = [(word, voice) for word in words for voice in speakers]
-    for word in unknown_words:
-        chosen = sorted(rng.permutation(per_word)[: min(n_unknown, per_word)])
-        said += [(word, speakers[i]) for i in chosen]
-    takes: list[_Take] = []
-    repeats: Counter[tuple[str, Voice]] = Counter()
-    for word, voice in said:
-        name = f"{voice.speaker_id}_nohash_{repeats[(word, voice)]}.wav"
-        repeats[(word, voice)] += 1
-        takes.append(_Take(voice, word, out / word / name, int(rng.integers(2**63))))
-
+    takes = _takes(out, words, unknown_words, speakers, n_unknown, rng)
     for word in {take.word for take in takes}:
         (out / word).mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
@@ -224,6 +208,42 @@ def synthesize_keywords(
         background_files=background,
         seconds=time.perf_counter() - started,
     )
+
+
+def _check_engines(engines: Sequence[str] | None) -> tuple[str, ...]:
+    """The synthesisers to use (``None``: every one found), each on ``PATH``; espeak-ng is
+    always needed."""
+    engines = tuple(engines) if engines is not None else available_engines()
+    for engine in ("espeak-ng", *engines):
+        if not shutil.which(engine):
+            raise SynthError(
+                f"{engine} not found on PATH; install it with `sudo apt-get install {engine}`"
+                + (" (or `make system-deps`)" if engine == "espeak-ng" else "")
+            )
+    return engines
+
+
+def _takes(
+    out: Path,
+    words: Sequence[str],
+    unknown_words: Sequence[str],
+    speakers: list[Voice],
+    n_unknown: int,
+    rng: np.random.Generator,
+) -> list[_Take]:
+    """Every clip to render: each speaker says every word, ``n_unknown`` random speakers
+    (at most all) each unknown word; a speaker's repeated takes of a word are numbered."""
+    said = [(word, voice) for word in words for voice in speakers]
+    for word in unknown_words:
+        chosen = sorted(rng.permutation(len(speakers))[: min(n_unknown, len(speakers))])
+        said += [(word, speakers[i]) for i in chosen]
+    takes: list[_Take] = []
+    repeats: Counter[tuple[str, Voice]] = Counter()
+    for word, voice in said:
+        name = f"{voice.speaker_id}_nohash_{repeats[(word, voice)]}.wav"
+        repeats[(word, voice)] += 1
+        takes.append(_Take(voice, word, out / word / name, int(rng.integers(2**63))))
+    return takes
 
 
 def _check_words(

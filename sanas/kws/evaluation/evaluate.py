@@ -31,7 +31,8 @@ from sanas.kws.evaluation.metrics import (
     match_detections,
 )
 from sanas.kws.model.kws_model import KWSModel
-from sanas.kws.runs import load_run
+from sanas.kws.model.operating_point import OperatingPoint
+from sanas.kws.runs import load_run, read_operating_point
 from sanas.kws.streaming.engine import StreamRun, engine_for_model
 
 
@@ -164,28 +165,19 @@ def evaluate_run(
     wav_path: str | os.PathLike[str],
     labels_path: str | os.PathLike[str],
     json_path: str | os.PathLike[str] | None = None,
-    architecture_threshold: float | None = None,
-    budget: float | None = None,
-    reuse_steps: int | None = None,
+    point: OperatingPoint | None = None,
 ) -> StreamEvaluation:
-    """Evaluate a training run's best model on a stream; optionally write the JSON.
-    SANAS runs: ``architecture_threshold``, the controller's operating point (None: 0.5);
-    ``budget``, mean MACs per step held on the stream (None: none); ``reuse_steps``, the
-    cheap steps after a costlier one that reuse its output (None: the run's own)."""
-
-    model, config = load_run(
-        run_dir, architecture_threshold=architecture_threshold, reuse_steps=reuse_steps
-    )
+    """Evaluate a training run's best model on a stream at ``point`` (None: the run's own
+    operating point); optionally write the scores, and the point, as JSON."""
+    point = point or read_operating_point(run_dir)
+    model, config = load_run(run_dir, point=point)
     labels = tuple(kws_task(config.task).labels)
-    evaluation = evaluate_model_on_stream(model, labels, wav_path, labels_path, budget=budget)
+    evaluation = evaluate_model_on_stream(
+        model, labels, wav_path, labels_path, budget=point.hold_budget
+    )
     if json_path is not None:
         path = Path(json_path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        header = {
-            "run": str(run_dir),
-            "architecture_threshold": architecture_threshold,
-            "held_budget": budget,
-            "reuse_steps": model.reuse_steps,
-        }
+        header = {"run": str(run_dir), "operating_point": point.to_dict()}
         path.write_text(json.dumps({**header, **evaluation.to_dict()}, indent=2))
     return evaluation

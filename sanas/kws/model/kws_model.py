@@ -19,7 +19,7 @@ quirks available as named :class:`SANASOptions`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,8 @@ from torch import Tensor, nn
 
 from sanas.kws.data.features import FeatureNormalizer
 from sanas.kws.model.networks import cnn_trad_fpool3
+from sanas.kws.model.registry import CostAdds, model_names, register_model
+from sanas.kws.model.registry import build_kws_model as build_kws_model
 from sanas.kws.model.window_forward import (
     STEP_FRAMES,
     WINDOW_FRAMES,
@@ -51,8 +53,6 @@ from sanas.supernet.policies import (
 from sanas.supernet.reuse import reuse_costlier_outputs
 from sanas.supernet.sequence import BASELINES, SequenceObjective
 
-ModelKind = Literal["static", "static-shortcuts", "bsn", "sanas"]
-MODEL_KINDS: tuple[str, ...] = ("static", "static-shortcuts", "bsn", "sanas")
 FEATURE_TAP = "features"
 
 
@@ -83,8 +83,6 @@ class SANASOptions:
       of how hard the window itself is. Still unbiased: the all-on network's loss does
       not depend on the sampled architecture (the self-critical baseline of Rennie et
       al., 2017, with the full network as the critic). Needs ``train_full_network``.
-    - ``gamma``: discount of later steps' costs credited to a step's architecture
-      (:func:`returns_to_go`; reference: 0, each step only pays for itself). SANAS only.
     - ``learned_initial_state``: learn the controller's z_0 (reference: fixed at 0).
     - ``search_bottlenecks``: the distribution also switches in, features and classifier,
       the nodes every path crosses (reference: True, all 11 nodes stochastic). With one
@@ -99,7 +97,6 @@ class SANASOptions:
     detach_features: bool = False
     log_prob_reduction: Literal["mean", "sum"] = "mean"
     baseline: Literal["ema_reference", "ema", "ema_class", "full_network"] = "ema_reference"
-    gamma: float = 0.0
     learned_initial_state: bool = False
     search_bottlenecks: bool = True
 
@@ -110,16 +107,14 @@ class SANASOptions:
             )
         if self.baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
 
     def objective(self, budget: BudgetObjective, num_classes: int = 12) -> SequenceObjective:
-        """The training objective these options ask for (baseline and γ) under ``budget``."""
-        return SequenceObjective(budget, self.baseline, self.gamma, num_classes)
+        """The training objective these options ask for (its baseline) under ``budget``."""
+        return SequenceObjective(budget, self.baseline, num_classes=num_classes)
 
     @classmethod
     def improved(cls) -> SANASOptions:
-        """Our recommended settings: every quirk off (γ stays 0; choose it per experiment)."""
+        """Our recommended settings: every quirk off."""
         return cls(
             logit_relu=False,
             detach_features=True,
@@ -188,14 +183,19 @@ class KWSModel(nn.Module):
     (:func:`~sanas.supernet.reuse.reuse_costlier_outputs`; 0, the default: none). Like an
     architecture threshold it is an operating choice, not a weight; a model whose steps
     all cost the same (static, BSN) is unchanged by it.
+
+    ``family``: how the architecture is chosen, ``static``, ``bsn`` or ``sanas`` (what
+    :func:`~sanas.kws.model.registry.model_info` reports of a registered model).
     """
+
+    family: ClassVar[str]
 
     def __init__(
         self,
         net: SuperNetwork,
         options: SANASOptions | None = None,
         shared_convs: bool = True,
-        cost_adds: Literal["reference", "exact"] = "reference",
+        cost_adds: CostAdds = "reference",
     ) -> None:
         super().__init__()
         self.net = net
@@ -356,6 +356,8 @@ class KWSModel(nn.Module):
 class StaticKWS(KWSModel):
     """Every node on at every step: cnn-trad-fpool3, with or without its shortcuts."""
 
+    family = "static"
+
     def run_normalized(
         self, features: Tensor, mask: Tensor | None, trunks: list[SharedTrunk] | None
     ) -> KWSOutput:
@@ -368,6 +370,8 @@ class BSNKWS(KWSModel):
     Training samples an architecture per (sequence, step); evaluation uses one
     architecture everywhere: :meth:`deterministic_architecture`.
     """
+
+    family = "bsn"
 
     def __init__(self, net: SuperNetwork, *args: object, init_logit: float = 3.0, **kw: object):
         super().__init__(net, *args, **kw)  # type: ignore[arg-type]
@@ -417,6 +421,8 @@ class SANASKWS(KWSModel):
     on, so one trained controller traces a cost/accuracy curve (choose it on validation,
     as a detection threshold). It is not saved with the weights.
     """
+
+    family = "sanas"
 
     def __init__(
         self,
@@ -524,30 +530,81 @@ class SANASKWS(KWSModel):
         )
 
 
-def build_kws_model(
-    kind: ModelKind,
-    num_classes: int = 12,
-    channels: int = 64,
-    dropout: float = 0.0,
-    options: SANASOptions | None = None,
-    shared_convs: bool = True,
-    cost_adds: Literal["reference", "exact"] = "reference",
-) -> KWSModel:
-    """Make a model by name: ``static`` (cnn-trad-fpool3), ``static-shortcuts``, ``bsn`` or
-    ``sanas`` (both on the super network with shortcuts, every node stochastic)."""
-    if kind not in MODEL_KINDS:
-        raise ValueError(f"unknown model {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
-    options = options or SANASOptions()
-    net = cnn_trad_fpool3(
+# ------------------------------------------------------------------- registered models
+def _network(
+    num_classes: int,
+    channels: int,
+    dropout: float,
+    shortcuts: bool = True,
+    fixed_bottlenecks: bool = False,
+) -> SuperNetwork:
+    return cnn_trad_fpool3(
         num_classes=num_classes,
-        shortcuts=kind != "static",
+        shortcuts=shortcuts,
         dropout=dropout,
         channels=channels,
-        fixed_bottlenecks=kind in ("bsn", "sanas") and not options.search_bottlenecks,
+        fixed_bottlenecks=fixed_bottlenecks,
     )
-    common = {"options": options, "shared_convs": shared_convs, "cost_adds": cost_adds}
-    if kind == "bsn":
-        return BSNKWS(net, **common)
-    if kind == "sanas":
-        return SANASKWS(net, **common)
-    return StaticKWS(net, **common)
+
+
+@register_model("static", "cnn-trad-fpool3 (Sainath & Parada 2015), every node at every step")
+def static(
+    *,
+    num_classes: int,
+    channels: int,
+    dropout: float,
+    options: SANASOptions | None,
+    shared_convs: bool,
+    cost_adds: CostAdds,
+) -> KWSModel:
+    net = _network(num_classes, channels, dropout, shortcuts=False)
+    return StaticKWS(net, options, shared_convs, cost_adds)
+
+
+@register_model("static-shortcuts", "cnn-trad-fpool3 + four shortcuts, every node at every step")
+def static_shortcuts(
+    *,
+    num_classes: int,
+    channels: int,
+    dropout: float,
+    options: SANASOptions | None,
+    shared_convs: bool,
+    cost_adds: CostAdds,
+) -> KWSModel:
+    net = _network(num_classes, channels, dropout)
+    return StaticKWS(net, options, shared_convs, cost_adds)
+
+
+@register_model("bsn", "Budgeted Super Network: one learned architecture for every step")
+def bsn(
+    *,
+    num_classes: int,
+    channels: int,
+    dropout: float,
+    options: SANASOptions | None,
+    shared_convs: bool,
+    cost_adds: CostAdds,
+) -> KWSModel:
+    options = options or SANASOptions()
+    net = _network(num_classes, channels, dropout, fixed_bottlenecks=not options.search_bottlenecks)
+    return BSNKWS(net, options, shared_convs, cost_adds)
+
+
+@register_model("sanas", "SANAS: a recurrent controller picks each step's architecture")
+def sanas(
+    *,
+    num_classes: int,
+    channels: int,
+    dropout: float,
+    options: SANASOptions | None,
+    shared_convs: bool,
+    cost_adds: CostAdds,
+) -> KWSModel:
+    options = options or SANASOptions()
+    net = _network(num_classes, channels, dropout, fixed_bottlenecks=not options.search_bottlenecks)
+    return SANASKWS(net, options, shared_convs, cost_adds)
+
+
+# The built-in names, what a run's config may name; models registered later are in
+# :func:`~sanas.kws.model.registry.model_names`.
+MODEL_KINDS: tuple[str, ...] = model_names()

@@ -26,10 +26,10 @@ size 1, or over many streams at once, and does real work only where the papers c
   dense layers fed by the trunk on its time-major rows (their weights' columns permuted
   once, refreshed when a weight changes); batch-1 dense layers as matrix-vector products.
 - **Skipping.** The step's used set comes from a policy (:class:`ArchitecturePolicy`). Each
-  distinct used set is resolved once into a plan: its used trunk nodes and the other used
-  nodes in topological order, with their inputs and layouts; no unused node is ever
-  computed. A fixed architecture (no policy, :class:`FixedPolicy`) is resolved once, not
-  at every step.
+  distinct used set is resolved once into a plan (:mod:`sanas.kws.streaming.plan`): its used
+  trunk nodes and the other used nodes in topological order, with their inputs and
+  layouts; no unused node is ever computed. A fixed architecture (no policy,
+  :class:`FixedPolicy`) is resolved once, not at every step.
 - **MACs.** Each step reports the paper's per-window count (:class:`MacsCost` on the used
   set, the reference accounting) and the MACs actually executed (trunk nodes charged per
   computed row): for a static cnn-trad-fpool3 step with warm caches, 6.76M (conv_0) +
@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
 import numpy as np
@@ -67,10 +67,9 @@ from torch import Tensor, nn
 from sanas.kws.data.features import MFCC, LogMel
 from sanas.kws.model.window_forward import STEP_FRAMES, TrunkLayout, trunk_layout
 from sanas.kws.streaming.frontend import IncrementalFeatures, cat_batch
-from sanas.kws.streaming.row_kernels import Dense, dense_kernel, row_kernel
-from sanas.supernet.costs import MacsCost, node_input_shape
+from sanas.kws.streaming.plan import Plan, Planner, StreamState
+from sanas.supernet.costs import MacsCost
 from sanas.supernet.graph import SuperNetwork
-from sanas.supernet.nodes import combine_inputs
 from sanas.supernet.policies import ArchitecturePolicy, FixedPolicy
 
 AudioChunk = np.ndarray | Tensor
@@ -161,101 +160,6 @@ class StreamRun:
 
 
 # ------------------------------------------------------------------------------- engine
-class _RowBuffer:
-    """Time-major rows of one trunk node for one stream, stream rows ``first`` …
-    ``first + count − 1`` at ``storage[0, offset : offset + count]``.
-
-    A window is a contiguous slice (no copy per step), batch dim included. New rows are
-    written after the kept ones; when the storage is full, the kept rows move to its front,
-    once every (capacity − rows) / step steps. A capacity of at least twice the window's
-    rows keeps that move free of overlap.
-    """
-
-    def __init__(self, rows: int, width: int, channels: int) -> None:
-        self.capacity = 3 * rows
-        self.storage = torch.empty(1, self.capacity, width, channels)
-        self.first = 0
-        self.offset = 0
-        self.count = 0
-
-    def kept(self, start: int) -> int:
-        """How many rows from stream row ``start`` on are held."""
-        return max(0, self.first + self.count - start)
-
-    def write(self, start: int, kept: int, new: Tensor) -> None:
-        """Hold stream rows from ``start`` on: ``kept`` of the held rows (at most
-        :meth:`kept`), then the ``new`` rows, (1, n, width, channels)."""
-        added = new.shape[1]
-        self.offset = self.offset + start - self.first if kept else 0
-        self.first, self.count = start, kept
-        if self.offset + kept + added > self.capacity:
-            self.storage[:, :kept].copy_(self.storage[:, self.offset : self.offset + kept])
-            self.offset = 0
-        self.storage[:, self.offset + kept : self.offset + kept + added].copy_(new)
-        self.count = kept + added
-
-    def window(self, rows: int) -> Tensor:
-        """The first ``rows`` held rows, (1, rows, width, channels) (a view)."""
-        return self.storage[:, self.offset : self.offset + rows]
-
-
-@dataclass(frozen=True)
-class _TrunkStep:
-    """A used trunk node: its kernel on rows of its source (a node index)."""
-
-    index: int
-    name: str
-    source: int
-    rows: int
-    row_macs: float
-
-
-@dataclass(frozen=True)
-class _Op:
-    """A used node after the trunk: merge the live inputs, apply the kernel.
-
-    ``inputs``: (node index, how to take it): ``"value"`` as stored, ``"nchw"`` the NCHW view
-    of time-major rows, ``"zeros"`` an unused input of a concat node. ``single``: the node
-    index when the input is one stored value (the common case, taken without merging).
-    """
-
-    index: int
-    kernel: Callable[[Tensor], Tensor] | None
-    inputs: tuple[tuple[int, str], ...]
-    combine: str
-    single: int | None
-
-
-@dataclass
-class _Plan:
-    """What a used set needs, resolved once per distinct architecture."""
-
-    used: Tensor  # (1, num_nodes)
-    architecture: Tensor  # (S,) bool
-    trunk: tuple[_TrunkStep, ...]  # used trunk nodes, in topological order
-    ops: tuple[_Op, ...]  # the other used nodes, in topological order
-    macs_window: float
-    macs_fixed: float  # executed MACs outside the trunk
-
-
-@dataclass
-class _Stream:
-    """State of one stream."""
-
-    frames: Tensor  # (n, coeffs) frames from ``first_frame``
-    first_frame: int = 0
-    step: int = 0
-    previous: Tensor | None = None  # (1, F) features of the previous step
-    state: Tensor | None = None  # policy state, batch of 1
-    recent: list[tuple[float, Tensor, Tensor]] = field(default_factory=list)  # for output reuse
-    buffers: dict[str, _RowBuffer] = field(default_factory=dict)  # trunk node → its rows
-
-
-def _nchw(rows: Tensor) -> Tensor:
-    """The NCHW view of time-major rows (batch, time, width, channels)."""
-    return rows.permute(0, 3, 1, 2)
-
-
 class MultiStreamEngine:
     """Runs ``streams`` independent audio streams through ``net`` step by step.
 
@@ -319,39 +223,17 @@ class MultiStreamEngine:
         self.samples_per_step = step_frames * self.frontend.hop_length
         self.step_ms = 1000.0 * self.samples_per_step / self.frontend.sample_rate
         self.costs = MacsCost(net)
-        self.row_macs = {
-            name: self.costs.per_node[name] / self.layout.rows[name] for name in self.layout.nodes
-        }
-        # Nodes whose values are time-major rows: the input and the trunk.
-        self._rows_nodes = {net.input_name, *self.layout.nodes}
-        self.kernels: dict[str, nn.Module] = self._make_kernels()
-        self._plans: dict[tuple[bool, ...], _Plan] = {}
+        self.planner = Planner(net, self.layout, self.costs)
+        self.row_macs = self.planner.row_macs
+        self.kernels: dict[str, nn.Module] = self.planner.kernels
         # A fixed architecture is resolved once: no policy call per step.
-        self._fixed: _Plan | None = None
+        self._fixed: Plan | None = None
         if policy is None:
-            self._fixed = self._plan(torch.ones(net.num_stochastic, dtype=torch.bool))
+            self._fixed = self.planner.plan(torch.ones(net.num_stochastic, dtype=torch.bool))
         elif isinstance(policy, FixedPolicy):
-            self._fixed = self._plan(policy.architecture.bool())
-        self.streams: list[_Stream] = []
+            self._fixed = self.planner.plan(policy.architecture.bool())
+        self.streams: list[StreamState] = []
         self.reset(streams)
-
-    def _make_kernels(self) -> dict[str, nn.Module]:
-        """Each node's kernel: row kernels for the trunk, :class:`Dense` where a node is a
-        dense layer (on time-major rows when fed by the input or the trunk), else the
-        node's own module."""
-        kernels: dict[str, nn.Module] = {}
-        for name in self.net.order[1:]:
-            node = self.net.nodes[name]
-            if node.module is None:
-                continue
-            if name in self.layout.nodes:
-                kernels[name] = row_kernel(node.module)
-                continue
-            shape = node_input_shape(self.net, name)
-            on_rows = len(node.inputs_tuple) == 1 and node.inputs_tuple[0] in self._rows_nodes
-            dense = dense_kernel(node.module, shape, rows=on_rows)
-            kernels[name] = node.module if dense is None else dense
-        return kernels
 
     # ------------------------------------------------------------------------ state
     def reset(self, streams: int | None = None) -> None:
@@ -359,15 +241,10 @@ class MultiStreamEngine:
         count = len(self.streams) if streams is None else streams
         self.features.reset(count)
         empty = torch.zeros(0, self.frontend.n_features)
-        self.streams = [_Stream(frames=empty, buffers=self._buffers()) for _ in range(count)]
+        self.streams = [
+            StreamState(frames=empty, buffers=self.planner.buffers()) for _ in range(count)
+        ]
         self.flushed = False
-
-    def _buffers(self) -> dict[str, _RowBuffer]:
-        shapes = self.net.output_shapes
-        return {
-            name: _RowBuffer(self.layout.rows[name], shapes[name][2], shapes[name][0])
-            for name in self.layout.nodes
-        }
 
     # ----------------------------------------------------------------------- public
     @_inference
@@ -409,7 +286,7 @@ class MultiStreamEngine:
                 results[i].append(result)
         return results
 
-    def _ready_windows(self, stream: _Stream, new: Tensor) -> list[Tensor]:
+    def _ready_windows(self, stream: StreamState, new: Tensor) -> list[Tensor]:
         """Append frames to a stream; return its windows that became complete, as
         time-major rows (1, T, F, 1) (views)."""
         frames = torch.cat([stream.frames, new]) if len(new) else stream.frames
@@ -428,61 +305,13 @@ class MultiStreamEngine:
         return windows
 
     # ------------------------------------------------------------------------- steps
-    def _plan(self, architecture: Tensor) -> _Plan:
-        key = tuple(architecture.tolist())
-        plan = self._plans.get(key)
-        if plan is None:
-            used = self.net.used(architecture.unsqueeze(0), 1)
-            names = self.net.used_names(used[0])
-            trunk = tuple(n for n in self.layout.nodes if n in names)
-            window = float(self.costs(used)[0])
-            plan = _Plan(
-                used=used,
-                architecture=architecture.bool(),
-                trunk=tuple(self._trunk_step(name) for name in trunk),
-                ops=tuple(
-                    self._op(name, names)
-                    for name in self.net.order[1:]
-                    if name in names and name not in self.layout.nodes
-                ),
-                macs_window=window,
-                macs_fixed=window - sum(self.costs.per_node[n] for n in trunk),
-            )
-            self._plans[key] = plan
-        return plan
-
-    def _trunk_step(self, name: str) -> _TrunkStep:
-        index = self.net.index
-        return _TrunkStep(
-            index=index[name],
-            name=name,
-            source=index[self.layout.inputs[name]],
-            rows=self.layout.rows[name],
-            row_macs=self.row_macs[name],
-        )
-
-    def _op(self, name: str, used_names: frozenset[str]) -> _Op:
-        node = self.net.nodes[name]
-        kernel = self.kernels.get(name)
-        takes_rows = isinstance(kernel, Dense) and kernel.rows
-        inputs = []
-        for source in node.inputs_tuple:
-            if source not in used_names:
-                if node.combine == "concat":
-                    inputs.append((self.net.index[source], "zeros"))
-                continue  # a zero term changes nothing in a sum
-            nchw = source in self._rows_nodes and not takes_rows
-            inputs.append((self.net.index[source], "nchw" if nchw else "value"))
-        single = inputs[0][0] if len(inputs) == 1 and inputs[0][1] == "value" else None
-        return _Op(self.net.index[name], kernel, tuple(inputs), node.combine, single)
-
-    def _architectures(self, active: list[int]) -> list[_Plan]:
+    def _architectures(self, active: list[int]) -> list[Plan]:
         """Ask the policy, once for the streams at their first step and once for the others."""
         if self._fixed is not None:
             return [self._fixed] * len(active)
         policy = self.policy
         assert policy is not None  # no policy means every node on: a fixed plan
-        plans: list[_Plan | None] = [None] * len(active)
+        plans: list[Plan | None] = [None] * len(active)
         for first in (True, False):
             streams = [self.streams[i] for i in active]
             members = [k for k, s in enumerate(streams) if (s.previous is None) == first]
@@ -495,10 +324,10 @@ class MultiStreamEngine:
             architecture, new_state = policy(previous, state, len(members))
             for j, (k, stream) in enumerate(zip(members, streams, strict=True)):
                 stream.state = None if new_state is None else new_state[j : j + 1]
-                plans[k] = self._plan(architecture[j].detach().bool())
+                plans[k] = self.planner.plan(architecture[j].detach().bool())
         return plans  # type: ignore[return-value]
 
-    def _missing(self, stream: _Stream, plan: _Plan) -> tuple[int, ...]:
+    def _missing(self, stream: StreamState, plan: Plan) -> tuple[int, ...]:
         """First row to compute, per used trunk node (rows before it are cached)."""
         if not self.cache:
             return (0,) * len(plan.trunk)
@@ -526,7 +355,7 @@ class MultiStreamEngine:
         return results  # type: ignore[return-value]
 
     def _run_group(
-        self, streams: list[_Stream], plan: _Plan, firsts: tuple[int, ...], windows: list[Tensor]
+        self, streams: list[StreamState], plan: Plan, firsts: tuple[int, ...], windows: list[Tensor]
     ) -> list[StepResult]:
         batch = len(streams)
         start = streams[0].step * self.step_frames
@@ -547,11 +376,11 @@ class MultiStreamEngine:
                 values[trunk.index] = torch.cat([buffer.window(trunk.rows) for buffer in buffers])
             executed += trunk.row_macs * (trunk.rows - first)
         for op in plan.ops:
-            values[op.index] = self._apply(op, values, batch)
-        logits = self._value(self.net.output_name, values, batch)
+            values[op.index] = self.planner.apply(op, values, batch)
+        logits = self.planner.value(self.net.output_name, values, batch)
         scores = logits if self.logit_transform is None else self.logit_transform(logits)
         posteriors = torch.softmax(scores, dim=1)
-        taps = self._value(self.tap, values, batch)
+        taps = self.planner.value(self.tap, values, batch)
         results = []
         for k, stream in enumerate(streams):
             reused_logits, reused_posteriors = self._reuse(
@@ -574,7 +403,7 @@ class MultiStreamEngine:
         return results
 
     def _reuse(
-        self, stream: _Stream, cost: float, logits: Tensor, posteriors: Tensor
+        self, stream: StreamState, cost: float, logits: Tensor, posteriors: Tensor
     ) -> tuple[Tensor, Tensor]:
         """This step's outputs, or those of the most recent of the ``reuse_steps`` steps
         before it that cost more; remembers this step's own."""
@@ -585,29 +414,6 @@ class MultiStreamEngine:
         )
         stream.recent = [*stream.recent, (cost, logits, posteriors)][-self.reuse_steps :]
         return reused
-
-    def _apply(self, op: _Op, values: list[Tensor | None], batch: int) -> Tensor:
-        """Merge an op's inputs the way its node declares, then apply its kernel."""
-        if op.single is not None:
-            value = values[op.single]
-            return value if op.kernel is None else op.kernel(value)  # type: ignore[arg-type]
-        tensors = []
-        for index, mode in op.inputs:
-            if mode == "zeros":
-                shape = self.net.output_shapes[self.net.order[index]]
-                tensors.append(values[0].new_zeros(batch, *shape))  # type: ignore[union-attr]
-            else:
-                value = values[index]
-                tensors.append(_nchw(value) if mode == "nchw" else value)  # type: ignore[arg-type]
-        merged = tensors[0] if len(tensors) == 1 else combine_inputs(op.combine, tensors)  # type: ignore[arg-type]
-        return merged if op.kernel is None else op.kernel(merged)
-
-    def _value(self, name: str, values: list[Tensor | None], batch: int) -> Tensor:
-        """A node's output as the network gives it (zeros for an unused node)."""
-        value = values[self.net.index[name]]
-        if value is None:
-            return torch.zeros(batch, *self.net.output_shapes[name])
-        return _nchw(value) if name in self._rows_nodes else value
 
 
 class StreamingEngine:

@@ -109,7 +109,7 @@ def _datasets(config: TrainConfig) -> _Data:
     dataset = SpeechCommands(config.data)
     task = kws_task(config.task)
     train_examples = make_examples(dataset, "training", task, seed=config.seed)
-    train_examples, held_examples = hold_out_speakers(train_examples, config.search_holdout)
+    train_examples, held_examples = hold_out_speakers(train_examples, config.search.holdout)
     val_examples = make_examples(dataset, "validation", task, seed=config.seed)
     frontend = MFCC()
     common = {
@@ -153,7 +153,7 @@ def _optimizer(model: KWSModel, config: TrainConfig) -> torch.optim.Optimizer:
     logit moves about lr per step, so 1e-3 needs thousands of steps to leave its initial 3."""
     groups = [{"params": model.network_parameters(), "weight_decay": config.weight_decay}]
     if model.architecture_parameters():
-        arch_lr = config.lr if config.arch_lr is None else config.arch_lr
+        arch_lr = config.lr if config.search.arch_lr is None else config.search.arch_lr
         groups.append(
             {"params": model.architecture_parameters(), "weight_decay": 0.0, "lr": arch_lr}
         )
@@ -265,8 +265,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def _selection_budget(config: TrainConfig) -> float | None:
     """The budget the best epoch must hold: that of a hinge or constrained search."""
-    budgeted = config.searches_architecture and config.budget_mode != "linear"
-    return config.budget if budgeted else None
+    budgeted = config.searches_architecture and config.search.budget_mode != "linear"
+    return config.search.budget if budgeted else None
 
 
 # ----------------------------------------------------------------------------- train
@@ -307,7 +307,7 @@ def _train(config: TrainConfig) -> RunResult:
     model = model.to(device)
     paths = _path_architectures(model, config)
     optimizer = _optimizer(model, config)
-    budget = make_budget(config.budget_mode, config.lam, config.budget)  # type: ignore[arg-type]
+    budget = make_budget(config.search.budget_mode, config.search.lam, config.search.budget)  # type: ignore[arg-type]
     objective = config.options.objective(budget, num_classes=len(labels))
     state = RunState()
     if resuming:
@@ -399,7 +399,7 @@ def _train_epoch(
     batches = 0
     # The reference baseline averages padded steps in, so they must run; otherwise skip them.
     padded = config.searches_architecture and config.options.baseline == "ema_reference"
-    search = epoch > config.warmup_epochs
+    search = epoch > config.search.warmup_epochs
     rewards = None
     if search and data.held_out is not None and config.searches_architecture:
         rewards = _held_out_batches(data.held_out, config, epoch)
@@ -417,12 +417,12 @@ def _train_epoch(
         out = model(
             batch.features,
             mask,
-            full_network=config.train_full_network,
-            cheapest_network=config.train_cheapest_network,
+            full_network=config.search.train_full_network,
+            cheapest_network=config.search.train_cheapest_network,
             paths=paths,
         )
         loss, stats = objective(out, batch.labels, batch.mask, search=search, teaches=teaches)
-        loss = loss + _sandwich_loss(out, batch, config.distill_cheapest)
+        loss = loss + _sandwich_loss(out, batch, config.search.distill_cheapest)
         search_stats = stats
         if rewards:  # the architecture learns from the held-out speakers only
             held = next(rewards).to(device)

@@ -20,6 +20,8 @@ on the speakers it trained on: there it spends less than new speakers need.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -39,11 +41,14 @@ from sanas.kws.data.stream_file import read_stream_labels
 from sanas.kws.evaluation.metrics import DetectionConfig
 from sanas.kws.model.kws_model import SANASKWS, KWSModel
 from sanas.kws.model.networks import KWS_TIERS
-from sanas.kws.runs import sanas_from_run, save_run
-from sanas.lab.oracle import HindsightCount, hindsight_gate_within, run_tiers, speech_steps
+from sanas.kws.model.operating_point import OperatingPoint
+from sanas.kws.runs import RunResult, sanas_from_run, save_run
+from sanas.kws.training.gates import HindsightCount, hindsight_gate_within, run_tiers, speech_steps
 
 GateKind = Literal["aligned", "hindsight"]
 GATE_KINDS: tuple[str, ...] = ("aligned", "hindsight")
+
+IMITATION_RECORD = "imitation.json"  # written last: a finished imitation run
 
 
 @dataclass
@@ -199,7 +204,7 @@ def imitation_run(
     seconds it all took."""
     torch.manual_seed(seed)
     start = time.perf_counter()
-    model, config = sanas_from_run(source_run, out=str(out), reuse_steps=reuse_steps, seed=seed)
+    model, config = sanas_from_run(source_run, out=str(out), seed=seed)
     threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)  # as train(): batch-1 steps, a busy machine
@@ -236,4 +241,17 @@ def imitation_run(
         "losses": losses,
         "seconds": time.perf_counter() - start,
     }
-    return save_run(model, config, imitation=record)
+    return save_run(model, config, OperatingPoint(reuse_steps=reuse_steps), imitation=record)
+
+
+def imitation_result(run_dir: str | os.PathLike[str]) -> RunResult:
+    """The :class:`~sanas.kws.runs.RunResult` of a finished imitation run: one history entry
+    per imitation epoch (its loss and seconds) and no validation accuracy (NaN)."""
+    run_dir = Path(run_dir)
+    record = json.loads((run_dir / IMITATION_RECORD).read_text())
+    losses = record["losses"]
+    history = [
+        {"epoch": i + 1, "seconds": record["seconds"] / len(losses), "loss": loss}
+        for i, loss in enumerate(losses)
+    ]
+    return RunResult(run_dir, history, [], len(losses), math.nan, math.nan)

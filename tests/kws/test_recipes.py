@@ -1,0 +1,167 @@
+"""Recipes: named training setups as YAML files, one command from data to a trained model."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sanas.cli import app
+from sanas.kws.config import (
+    RECIPES_DIR,
+    ConfigError,
+    TrainConfig,
+    load_recipe,
+    recipe_config,
+    recipe_names,
+)
+from sanas.kws.runs import load_run, read_operating_point, run_config
+
+NAMED = ("fpool3-sanas", "fpool3-sanas-improved", "fpool3-static", "fpool3-shortcuts",
+         "fpool3-bsn", "fpool3-search", "fpool3-imitation")  # fmt: skip
+TINY = ["epochs=1", "channels=2", "batch_size=8", "workers=0", "threads=1"]
+
+
+def _leaves(values: dict, prefix: str = "") -> dict[str, object]:
+    leaves: dict[str, object] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            leaves.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            leaves[f"{prefix}{key}"] = value
+    return leaves
+
+
+def test_the_named_setups_are_packaged() -> None:
+    assert set(NAMED) <= set(recipe_names())
+
+
+@pytest.mark.parametrize("name", recipe_names())
+def test_every_recipe_is_a_valid_config(name: str) -> None:
+    recipe = load_recipe(name)
+    config = recipe_config(recipe, data="d", out="o")
+    assert isinstance(config, TrainConfig)
+    assert recipe.description and "\n" not in recipe.description
+    if recipe.pretrain is not None:
+        load_recipe(recipe.pretrain)
+
+
+@pytest.mark.parametrize("name", recipe_names())
+def test_every_value_that_differs_from_the_default_says_why(name: str) -> None:
+    """A value line needs a comment, on its line or on its section's line, unless it
+    restates a default (an override of the recipe it extends)."""
+    defaults = _leaves(TrainConfig(data="d", out="o").to_dict())
+    section_comment = ""
+    for line in (RECIPES_DIR / f"{name}.yaml").read_text().splitlines():
+        header = re.match(r"^(\w+):\s*(#.*)?$", line)
+        if header:
+            section_comment = header.group(2) or ""
+            continue
+        leaf = re.match(r"^(\s*)(\w+):\s*([^#\s][^#]*?)\s*(#.*)?$", line)
+        if leaf is None:
+            continue
+        indent, key, value, comment = leaf.groups()
+        if not indent:
+            section_comment = ""
+        if key in ("description", "extends", "pretrain", "model"):  # what the recipe is
+            continue
+        known = [str(v).lower() for k, v in defaults.items() if k.split(".")[-1] == key]
+        if known and value.lower() in known:
+            continue
+        assert comment or section_comment, f"{name}: {line.strip()!r} says no why"
+
+
+def test_extends_merges_sections_key_by_key() -> None:
+    search = recipe_config(load_recipe("fpool3-search"), data="d", out="o")
+    assert search.lr == 3e-4  # from fpool3-shortcuts, two levels up
+    assert search.options.baseline == "full_network"  # its own
+    assert search.options.detach_features  # from fpool3-sanas-improved
+    assert search.search.budget_mode == "constrained" and search.search.budget == 4e6
+
+
+def test_settings_override_nested_fields_and_errors_name_them() -> None:
+    recipe = load_recipe("fpool3-sanas-improved")
+    config = recipe_config(
+        recipe, ["search.lam=1e-9", "options.logit_relu=true"], data="d", out="o"
+    )
+    assert config.search.lam == 1e-9 and config.options.logit_relu
+    assert config.options.detach_features  # the rest of the section stays
+    with pytest.raises(ConfigError, match=r"'search\.lamda'"):
+        recipe_config(recipe, ["search.lamda=1"], data="d", out="o")
+    with pytest.raises(ConfigError, match="key=value"):
+        recipe_config(recipe, ["search.lam"], data="d", out="o")
+    with pytest.raises(ConfigError, match=r"recipes: .*fpool3-shortcuts"):
+        load_recipe("fpool3-shortcut")
+
+
+def test_flat_search_fields_of_older_run_folders_are_read_into_the_section() -> None:
+    old = {"data": "d", "out": "o", "lam": 3e-8, "search_holdout": 0.1, "reuse_steps": 2}
+    config = TrainConfig.from_dict(old)
+    assert config.search.lam == 3e-8 and config.search.holdout == 0.1
+
+
+def test_the_recipes_command_lists_and_shows() -> None:
+    runner = CliRunner()
+    listed = runner.invoke(app, ["recipes"])
+    assert listed.exit_code == 0
+    assert all(name in listed.output for name in NAMED)
+    shown = runner.invoke(app, ["recipes", "fpool3-imitation"])
+    assert "# stages: pretrain fpool3-shortcuts -> imitate a gate" in shown.output
+    missing = runner.invoke(app, ["recipes", "nope"])
+    assert missing.exit_code == 2 and "recipes: fpool3-bsn" in missing.output
+
+
+def test_train_with_a_recipe_and_settings(tone_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["train", "--recipe", "fpool3-shortcuts", "--data", str(tone_data), "--out", str(out),
+            "--no-progress", *(a for s in TINY for a in ("--set", s))]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    config = run_config(out)
+    assert config.model == "static-shortcuts" and config.lr == 3e-4 and config.channels == 2
+    assert Path(config.data).is_absolute() and Path(config.out).is_absolute()
+    bad = CliRunner().invoke(app, [*args[:-2], "--set", "epochs=zero"])
+    assert bad.exit_code == 2 and "'epochs' must be an integer" in bad.output
+
+
+def test_an_imitation_recipe_runs_every_stage_into_one_folder_and_resumes(
+    tone_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sanas.kws.training import recipes
+
+    out = tmp_path / "run"
+    settings = [*TINY, "imitate.epochs=1", "imitate.stream_minutes=1"]
+    recipes.train_recipe("fpool3-imitation", tone_data, out, settings, progress=False)
+    assert (out / "pretrain" / "best.pt").is_file()
+    assert (out / "trainstream" / "labels.txt").is_file()
+    record = json.loads((out / "imitation.json").read_text())
+    assert record["gate"] == "aligned" and record["epochs"] == 1
+    assert read_operating_point(out).reuse_steps == 2
+    model, config = load_run(out)
+    assert config.model == "sanas" and config.channels == 2 and model.reuse_steps == 2
+
+    def never(*_: object, **__: object) -> None:
+        raise AssertionError("a finished stage ran again")
+
+    monkeypatch.setattr(recipes, "imitation_run", never)
+    monkeypatch.setattr(recipes, "generate_streaming_test", never)
+    again = recipes.train_recipe("fpool3-imitation", tone_data, out, settings, progress=False)
+    assert again.run_dir == out
+
+
+def test_an_operating_point_setting_needs_the_section(tone_data: Path, tmp_path: Path) -> None:
+    from sanas.kws.training.recipes import train_recipe
+
+    with pytest.raises(ConfigError, match="no 'operating_point' section"):
+        train_recipe("fpool3-shortcuts", tone_data, tmp_path, ["operating_point.reuse_steps=1"])
+
+
+def test_the_improved_recipe_is_sanas_options_improved() -> None:
+    from sanas.kws.model.kws_model import SANASOptions
+
+    config = recipe_config(load_recipe("fpool3-sanas-improved"), data="d", out="o")
+    assert asdict(config.options) == asdict(SANASOptions.improved())
