@@ -1,8 +1,8 @@
 """Reproduce the paper's Table 1 on the real Speech Commands subset (issue 4).
 
 Trains cnn-trad-fpool3, + shortcuts, a constrained BSN and SANAS at several λ and under
-constrained budgets (recipe: sanas.lab.experiment.RECIPE), optionally SANAS searches of a
-trained network (--search-budgets, see default_specs), scores them all on two
+constrained budgets (each on the fpool3-sanas-improved recipe's training settings),
+optionally SANAS searches of a trained network (--search-budgets, see default_specs), scores them all on two
 streams of --minutes each (one from the validation list, to choose on; one from the
 testing list, to report), writes table.csv/json/txt, cost_accuracy.png (Figure 5),
 cost_per_class.png (Figure 6) and fa_fr_curve.png in --out, and says whether the SANAS
@@ -21,7 +21,7 @@ import os
 import re
 from pathlib import Path
 
-from sanas.kws.model.kws_model import build_kws_model
+from sanas.kws.model.registry import build_kws_model
 from sanas.lab.experiment import (
     default_specs,
     format_table,

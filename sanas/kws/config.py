@@ -23,7 +23,7 @@ import yaml
 from sanas.kws.data.sequences import (
     SequenceConfig,
 )
-from sanas.kws.model.kws_model import SANASOptions
+from sanas.kws.model.options import SANASOptions
 from sanas.kws.model.registry import model_names
 
 BUDGET_MODES = ("linear", "hinge", "constrained")
@@ -342,7 +342,7 @@ def load_recipe(name: str) -> Recipe:
     fields = values
     if own["extends"]:
         parent = load_recipe(own["extends"])
-        fields = _merged(parent.fields, values)
+        fields = merge_fields(parent.fields, values)
         own["pretrain"] = own["pretrain"] or parent.pretrain
         own["imitate"] = own["imitate"] or parent.imitate
         own["operating_point"] = own["operating_point"] or parent.operating_point
@@ -355,7 +355,7 @@ def recipe_config(recipe: Recipe, settings: Sequence[str] = (), **fields: Any) -
     """The validated :class:`TrainConfig` of ``recipe``, then ``fields`` (e.g. data, out;
     ``None`` is ignored), then ``settings`` (``key=value`` strings, dotted keys for nested
     sections, values read as YAML: ``search.budget=3e6``, ``options.logit_relu=false``)."""
-    values = _merged(recipe.fields, {k: v for k, v in fields.items() if v is not None})
+    values = merge_fields(recipe.fields, {k: v for k, v in fields.items() if v is not None})
     try:
         return TrainConfig.from_dict(apply_settings(values, settings))
     except ConfigError as error:
@@ -366,7 +366,7 @@ def apply_settings(values: dict[str, Any], settings: Sequence[str]) -> dict[str,
     """``values`` with each ``key=value`` setting on top (dotted keys for sections)."""
     for setting in settings:
         key, value = parse_setting(setting)
-        values = _merged(values, _nested(key, value))
+        values = merge_fields(values, _nested(key, value))
     return values
 
 
@@ -389,12 +389,13 @@ def _nested(key: str, value: Any) -> dict[str, Any]:
     return {key.split(".")[0]: value}
 
 
-def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``override`` on top, nested mappings merged key by key."""
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merged(merged[key], value)
-        else:
-            merged[key] = value
+def merge_fields(*layers: dict[str, Any]) -> dict[str, Any]:
+    """Config mappings, each on top of the ones before, sections merged key by key."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = merge_fields(merged[key], value)
+            else:
+                merged[key] = value
     return merged

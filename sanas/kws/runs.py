@@ -31,8 +31,9 @@ from sanas.kws.config import ConfigError, TrainConfig
 from sanas.kws.data.speech_commands import (
     kws_task,
 )
-from sanas.kws.model.kws_model import SANASKWS, KWSModel, build_kws_model
+from sanas.kws.model.kws_model import SANASKWS, KWSModel
 from sanas.kws.model.operating_point import OperatingPoint
+from sanas.kws.model.registry import build_kws_model
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"

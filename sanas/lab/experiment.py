@@ -19,14 +19,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sanas.kws.config import TrainConfig
+from sanas.kws.config import TrainConfig, load_recipe, merge_fields
 from sanas.kws.data.speech_commands import SpeechCommands
 from sanas.kws.data.stream_file import generate_streaming_test
 from sanas.kws.evaluation.evaluate import evaluate_run
 from sanas.kws.evaluation.metrics import CurvePoint, plot_fa_fr_curve
 from sanas.kws.evaluation.plots import ModelPoint, plot_cost_accuracy, plot_cost_per_class
-from sanas.kws.model.kws_model import SANASOptions
 from sanas.kws.model.networks import KWS_TIERS
+from sanas.kws.model.options import SANASOptions
 from sanas.kws.runs import BEST, RunResult, read_operating_point, run_config
 from sanas.kws.training.imitation import (
     GATE_KINDS,
@@ -43,25 +43,10 @@ STREAM_SPLITS = {"stream": "testing", "valstream": "validation"}
 # The streams imitation learns from (training speakers, twice as long, other seeds):
 # trainstream, then trainstream_2, trainstream_3, ... when it learns from several.
 IMITATION_STREAM = "trainstream"
-# The training recipe every run of the experiment shares (TrainConfig fields), beyond the
-# reference: multi-word sequences of 1–4 s (a controller must learn to come back to cheap
-# steps after a word), batches of 32 (twice the updates of 64 per epoch), and a network
-# learning rate of 3e-4 (not 1e-3) reached by a linear warm-up over 300 steps, then cosine:
-# at Adam's 1e-3, conv_1's ReLUs die in the first ten batches, and with the warm-up alone
-# they still die over the next few hundred (see TrainConfig.lr_warmup_steps). BSN/SANAS
-# train the network alone for the first fifth of the epochs, then search.
-RECIPE: dict[str, Any] = {
-    "batch_size": 32,
-    "lr": 3e-4,
-    "lr_schedule": "cosine",
-    "lr_warmup_steps": 300,
-    "normalize_features": True,
-    "sequence": {
-        "multi_word": True,
-        "max_words": 2,
-        "lengths_s": [round(1.0 + 0.2 * i, 1) for i in range(16)],
-    },
-}
+# The recipe every run of the experiment shares (sanas/kws/recipes/, each value's reason
+# beside it): our training settings and SANASOptions.improved(); each run's spec sets its
+# model and search, and BSN/SANAS train the network alone for the first fifth of the epochs.
+RECIPE = "fpool3-sanas-improved"
 
 
 @dataclass(frozen=True)
@@ -131,22 +116,29 @@ def default_specs(
     search = {} if arch_lr is None else {"arch_lr": arch_lr}
     controller = {} if controller_lr is None else {"arch_lr": controller_lr}
 
-    def constrained(model: str, budget: float, **fields: Any) -> dict[str, Any]:
-        return {"model": model, "budget_mode": "constrained", "budget": budget, **fields}
+    def constrained(model: str, budget: float, *parts: dict[str, Any]) -> dict[str, Any]:
+        within = {"search": {"budget_mode": "constrained", "budget": budget}}
+        return merge_fields({"model": model}, within, *parts)
 
     sanas = [
-        RunSpec(f"SANAS λ={lam:g}", "sanas", {"model": "sanas", "lam": lam, **controller})
+        RunSpec(
+            f"SANAS λ={lam:g}", "sanas", {"model": "sanas", "search": {"lam": lam, **controller}}
+        )
         for lam in lams
     ]
     sanas += [
-        RunSpec(f"SANAS ≤{budget / 1e6:g}M", "sanas", constrained("sanas", budget, **controller))
+        RunSpec(
+            f"SANAS ≤{budget / 1e6:g}M",
+            "sanas",
+            constrained("sanas", budget, {"search": controller}),
+        )
         for budget in sanas_budgets
     ]
     sanas += [
         RunSpec(
             f"SANAS ≤{budget / 1e6:g}M +full",
             "sanas",
-            constrained("sanas", budget, train_full_network=True, **controller),
+            constrained("sanas", budget, {"search": {"train_full_network": True, **controller}}),
         )
         for budget in full_network_budgets
     ]
@@ -154,27 +146,29 @@ def default_specs(
     # ramp (50 steps, for Adam's fresh moments) instead of the 300 steps that keep a new
     # conv_1 alive, which would hold the controller's rate down for half of the search.
     searched = {
-        "train_full_network": True,
-        "train_cheapest_network": True,
         "options": {**asdict(SANASOptions.improved()), "baseline": "full_network"},
         "epochs": search_epochs,
-        "warmup_epochs": 0,
         "lr_warmup_steps": 50,
-        "search_holdout": search_holdout,
-        **controller,
+        "search": {
+            "train_full_network": True,
+            "train_cheapest_network": True,
+            "warmup_epochs": 0,
+            "holdout": search_holdout,
+            **controller,
+        },
     }
     split, conv_0_split = "+ shortcuts, search split", "+ shortcuts, search split, conv_0 path"
     conv_0_path = {"train_paths": [sorted(KWS_TIERS["conv_0"])]}
     variants = (
         (search_budgets, "", {}, split),
-        (distilled_search_budgets, ", distilled", {"distill_cheapest": True}, split),
+        (distilled_search_budgets, ", distilled", {"search": {"distill_cheapest": True}}, split),
         (conv_0_search_budgets, ", conv_0 path", conv_0_path, conv_0_split),
     )
     sanas += [
         RunSpec(
             f"SANAS ≤{budget / 1e6:g}M searched{suffix}",
             "sanas",
-            constrained("sanas", budget, **searched, **extra),
+            constrained("sanas", budget, searched, extra),
             start_from=start,
         )
         for budgets, suffix, extra, start in variants
@@ -202,10 +196,10 @@ def default_specs(
         )
         for gate in imitation_gates
     ]
-    static_split = {"model": "static-shortcuts", "search_holdout": search_holdout}
+    static_split = {"model": "static-shortcuts", "search": {"holdout": search_holdout}}
     searched_from = {start for budgets, _, _, start in variants if budgets}
     pretrained = [
-        RunSpec(start, "static", {**static_split, **extra})
+        RunSpec(start, "static", merge_fields(static_split, extra))
         for start, extra in ((split, {}), (conv_0_split, conv_0_path))
         if start in searched_from
     ]
@@ -220,7 +214,9 @@ def default_specs(
             )
         ),
         *sanas[1:],
-        RunSpec(f"BSN ≤{bsn_budget / 1e6:g}M", "bsn", constrained("bsn", bsn_budget, **search)),
+        RunSpec(
+            f"BSN ≤{bsn_budget / 1e6:g}M", "bsn", constrained("bsn", bsn_budget, {"search": search})
+        ),
         RunSpec("cnn-trad-fpool3", "static", {"model": "static"}),
     ]
 
@@ -247,7 +243,7 @@ def _train_and_evaluate(
         result = _imitate(spec, base, out)
         config = run_config(result.run_dir)
     else:
-        config = TrainConfig.from_dict({**base, **spec.fields})
+        config = TrainConfig.from_dict(merge_fields(base, spec.fields))
         result = train(config)
     if spec.family != "sanas":
         return [_row(spec.name, spec.family, config.out, out, result)]
@@ -452,17 +448,10 @@ def run_experiment(
             generate_streaming_test(
                 SpeechCommands(data), folder, minutes=2 * minutes, seed=seed + k, split="training"
             )
-    base = {
-        "data": str(data),
-        "epochs": epochs,
-        "channels": channels,
-        "seed": seed,
-        "progress": False,
-        "options": asdict(SANASOptions.improved()),
-        **RECIPE,
-        "warmup_epochs": epochs // 5,
-        **(base_fields or {}),
-    }
+    shared = {k: v for k, v in load_recipe(RECIPE).fields.items() if k not in ("model", "search")}
+    run = {"data": str(data), "epochs": epochs, "channels": channels, "seed": seed,
+           "progress": False, "search": {"warmup_epochs": epochs // 5}}  # fmt: skip
+    base = merge_fields(shared, run, base_fields or {})
 
     def run_dir(name: str) -> str:
         return str(out / "runs" / _slug(name))

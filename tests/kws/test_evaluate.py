@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sanas.cli import app
+from sanas.kws.config import merge_fields
 from sanas.kws.model.networks import KWS_TIERS
 from sanas.lab.experiment import (
     RunSpec,
@@ -24,9 +25,9 @@ from sanas.lab.experiment import (
 def test_experiment_trains_evaluates_and_writes_table_and_figures(
     tone_data: Path, tmp_path: Path
 ) -> None:
-    searched = {"train_full_network": True, "train_cheapest_network": True}
+    searched = {"lam": 1e-7, "train_full_network": True, "train_cheapest_network": True}
     specs = [  # SANAS searches the trained static network: it must wait for that run
-        RunSpec("SANAS", "sanas", {"model": "sanas", "lam": 1e-7, **searched}, "static"),
+        RunSpec("SANAS", "sanas", {"model": "sanas", "search": searched}, "static"),
         RunSpec("static", "static", {"model": "static-shortcuts"}),
     ]
     rows = run_experiment(
@@ -185,9 +186,10 @@ def test_searched_runs_start_from_a_static_network_that_never_saw_their_reward_s
     specs = {s.name: s for s in default_specs(lams=(), sanas_budgets=(), search_budgets=(4e6,))}
     searched, split = specs["SANAS ≤4M searched"], specs["+ shortcuts, search split"]
     assert searched.start_from == split.name
-    assert searched.fields["search_holdout"] == split.fields["search_holdout"] > 0
+    assert searched.fields["search"]["holdout"] == split.fields["search"]["holdout"] > 0
     assert searched.fields["options"]["baseline"] == "full_network"
-    assert searched.fields["train_full_network"] and searched.fields["train_cheapest_network"]
+    assert searched.fields["search"]["train_full_network"]
+    assert searched.fields["search"]["train_cheapest_network"]
     assert "+ shortcuts, search split" not in {s.name for s in default_specs()}
 
 
@@ -212,7 +214,7 @@ def test_a_distilled_search_differs_from_its_plain_twin_only_by_distillation() -
     specs = _searches(distilled_search_budgets=(4e6,))
     plain, distilled = specs["SANAS ≤4M searched"], specs["SANAS ≤4M searched, distilled"]
     assert distilled.start_from == plain.start_from == "+ shortcuts, search split"
-    assert {**plain.fields, "distill_cheapest": True} == distilled.fields
+    assert merge_fields(plain.fields, {"search": {"distill_cheapest": True}}) == distilled.fields
     only_distilled = default_specs(lams=(), sanas_budgets=(), distilled_search_budgets=(4e6,))
     assert "+ shortcuts, search split" in {s.name for s in only_distilled}
 

@@ -11,7 +11,7 @@ import torch
 from sanas.kws.data.speech_commands import kws_task
 from sanas.kws.data.stream_file import generate_streaming_test
 from sanas.kws.evaluation.metrics import evaluate_stream
-from sanas.kws.model.kws_model import build_kws_model
+from sanas.kws.model.registry import build_kws_model
 from sanas.kws.training.gates import (
     expensive_steps_for,
     gated_posteriors,

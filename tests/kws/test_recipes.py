@@ -161,7 +161,7 @@ def test_an_operating_point_setting_needs_the_section(tone_data: Path, tmp_path:
 
 
 def test_the_improved_recipe_is_sanas_options_improved() -> None:
-    from sanas.kws.model.kws_model import SANASOptions
+    from sanas.kws.model.options import SANASOptions
 
     config = recipe_config(load_recipe("fpool3-sanas-improved"), data="d", out="o")
     assert asdict(config.options) == asdict(SANASOptions.improved())

@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 
 from sanas.cli import app
 from sanas.kws.model import registry
-from sanas.kws.model.kws_model import MODEL_KINDS, KWSModel, SANASOptions, StaticKWS
+from sanas.kws.model.kws_model import KWSModel, StaticKWS
 from sanas.kws.model.networks import build_model, cnn_trad_fpool3
+from sanas.kws.model.options import SANASOptions
 from sanas.kws.model.registry import (
     CostAdds,
     build_kws_model,
@@ -21,6 +22,7 @@ from sanas.kws.model.registry import (
     model_names,
     register_model,
 )
+from sanas.kws.model.zoo import MODEL_KINDS
 from sanas.supernet.costs import build_cost, cost_summary
 from sanas.supernet.policies import ControllerPolicy, FixedPolicy
 

@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from sanas.kws.data.sequences import IGNORE_INDEX
-from sanas.kws.model.kws_model import KWSOutput, SANASOptions, build_kws_model
+from sanas.kws.model.kws_model import KWSOutput
 from sanas.kws.model.networks import KWS_TIERS
+from sanas.kws.model.options import SANASOptions
+from sanas.kws.model.registry import build_kws_model
 from sanas.supernet.budgets import make_budget
 from sanas.supernet.costs import MacsCost
 from sanas.supernet.estimators import returns_to_go

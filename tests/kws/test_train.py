@@ -229,7 +229,7 @@ def test_trains_on_the_real_subset(speech_commands_root: Path, tmp_path: Path) -
 
 
 def test_architecture_parameters_can_learn_at_their_own_rate() -> None:
-    from sanas.kws.model.kws_model import build_kws_model
+    from sanas.kws.model.registry import build_kws_model
     from sanas.kws.training.loop import _optimizer
 
     model = build_kws_model("bsn", num_classes=3, channels=2)

@@ -6,4 +6,4 @@ Importing this package registers the built-in models (as timm's ``models/__init_
 does): any lookup in :mod:`sanas.kws.model.registry` sees them.
 """
 
-from sanas.kws.model import kws_model as kws_model
+from sanas.kws.model import zoo as zoo

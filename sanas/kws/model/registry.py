@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Literal, Protocol, TypedDict
 from sanas.supernet.costs import build_cost
 
 if TYPE_CHECKING:
-    from sanas.kws.model.kws_model import KWSModel, SANASOptions
+    from sanas.kws.model.kws_model import KWSModel
+    from sanas.kws.model.options import SANASOptions
 
 CostAdds = Literal["reference", "exact"]
 INFO_CLASSES = 12  # Speech Commands' 10 keywords, silence and unknown
