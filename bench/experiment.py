@@ -2,12 +2,12 @@
 
 Trains cnn-trad-fpool3, + shortcuts, a constrained BSN and SANAS at several λ and under
 constrained budgets (each on the fpool3-sanas-improved recipe's training settings),
-optionally SANAS searches of a trained network (--search-budgets, see default_specs),
-scores them all on two streams of --minutes each (one from the validation list, to
-choose on; one from the testing list, to report), writes table.csv/json/txt,
-cost_accuracy.png (Figure 5), cost_per_class.png (Figure 6) and fa_fr_curve.png in --out, and says whether the SANAS
-point chosen on validation matches + shortcuts on the test stream at <= 1/5 of its MACs.
-Each SANAS run gives one point per --arch-thresholds operating point of its controller.
+optionally SANAS searches of a trained network (--search-budgets, see default_specs), scores
+them all on two streams of --minutes each (one from the validation list, to choose on; one
+from the testing list, to report), writes table.csv/json/txt, cost_accuracy.png (Figure 5),
+cost_per_class.png (Figure 6) and fa_fr_curve.png in --out, and says whether the SANAS point
+chosen on validation matches + shortcuts on the test stream at <= 1/5 of its MACs. Each
+SANAS run gives one point per --arch-thresholds operating point of its controller.
 --imitation-gates adds SANAS runs whose controller imitates a gate that knew the ground
 truth (sanas.kws.training.imitation), on the network of the longest-trained + shortcuts run.
 
