@@ -307,7 +307,8 @@ def _train(config: TrainConfig) -> RunResult:
     model = model.to(device)
     paths = _path_architectures(model, config)
     optimizer = _optimizer(model, config)
-    budget = make_budget(config.search.budget_mode, config.search.lam, config.search.budget)  # type: ignore[arg-type]
+    search = config.search
+    budget = make_budget(search.budget_mode, search.lam, search.budget)  # type: ignore[arg-type]
     objective = config.options.objective(budget, num_classes=len(labels))
     state = RunState()
     if resuming:
@@ -334,34 +335,18 @@ def _train(config: TrainConfig) -> RunResult:
             )
             row.update(evaluate(model, val_batches, labels))
             row["seconds"] = time.perf_counter() - started
-            state.epoch = epoch
-            state.history.append(row)
             for key, value in flat_metrics(row).items():
                 if key != "epoch" and isinstance(value, int | float):
                     writer.add_scalar(key, value, epoch)
-            point = {
-                "epoch": epoch,
-                "val_macs_per_step": row["val_macs_per_step"],
-                "val_accuracy": row["val_accuracy"],
-                "checkpoint": front_name(epoch),
+            _add_epoch(run_dir, state, row, model, _selection_budget(config))
+            checkpoint = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "objective": objective.state_dict(),
+                "rng": _rng_state(),
+                "state": asdict(state),
             }
-            front = update_front(state.front, point)
-            if point in front:
-                atomic_save(
-                    {"model": model.state_dict(), "epoch": epoch}, run_dir / point["checkpoint"]
-                )
-            state.front = front
-            state.best_epoch = best_epoch(state.history, _selection_budget(config))
-            atomic_save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "objective": objective.state_dict(),
-                    "rng": _rng_state(),
-                    "state": asdict(state),
-                },
-                checkpoint_path,
-            )
+            atomic_save(checkpoint, checkpoint_path)
             write_outputs(run_dir, state)
     finally:
         writer.close()
@@ -374,6 +359,26 @@ def _train(config: TrainConfig) -> RunResult:
         best_accuracy=best["val_accuracy"],
         best_macs_per_step=best["val_macs_per_step"],
     )
+
+
+def _add_epoch(
+    run_dir: Path, state: RunState, row: dict[str, Any], model: KWSModel, budget: float | None
+) -> None:
+    """Record a finished epoch: its row, its weights when it lands on the validation
+    cost/accuracy front, and the best epoch so far (within ``budget``)."""
+    epoch = row["epoch"]
+    state.epoch = epoch
+    state.history.append(row)
+    point = {
+        "epoch": epoch,
+        "val_macs_per_step": row["val_macs_per_step"],
+        "val_accuracy": row["val_accuracy"],
+        "checkpoint": front_name(epoch),
+    }
+    state.front = update_front(state.front, point)
+    if point in state.front:
+        atomic_save({"model": model.state_dict(), "epoch": epoch}, run_dir / point["checkpoint"])
+    state.best_epoch = best_epoch(state.history, budget)
 
 
 def _train_epoch(
