@@ -36,7 +36,11 @@ def train_command(
         typer.Option(help="A named recipe (see `sanas recipes`): its settings and stages."),
     ] = None,
     data: Annotated[
-        Path | None, typer.Option(help="Speech Commands folder (real, or `sanas data synth`).")
+        Path | None,
+        typer.Option(
+            help="Speech Commands folder (real, or `sanas data synth`).",
+            envvar="SANAS_SPEECH_COMMANDS",
+        ),
     ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Run folder; rerun the same command to resume it.")

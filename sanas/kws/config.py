@@ -42,6 +42,12 @@ _FLAT_SEARCH_FIELDS = {
 }
 # Fields that moved out of training (reuse_steps: an operating point) or were removed.
 _RETIRED_FIELDS = ("reuse_steps", "cost_adds")
+_WHERE_IT_WENT = {
+    **{flat: f"is now 'search.{nested}'" for flat, nested in _FLAT_SEARCH_FIELDS.items()},
+    "reuse_steps": "is an operating point, not a training field: sanas evaluate --reuse-steps, "
+    "or a recipe's operating_point section",
+    "cost_adds": "was removed: MACs are counted as in the papers",
+}
 
 
 class ConfigError(ValueError):
@@ -195,10 +201,14 @@ class TrainConfig:
         return json.loads(json.dumps(asdict(self)))
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, values: dict[str, Any], legacy: bool = False) -> TrainConfig:
         """Build and validate a config from a mapping, naming unknown or ill-typed fields.
-        The flat search fields of older run folders are read into ``search``."""
+        ``legacy``: the mapping is a config.json of an older run folder, whose search fields
+        were flat and which held fields since retired (read into ``search``, or dropped)."""
         values = dict(values)
+        moved = [k for k in (*_FLAT_SEARCH_FIELDS, *_RETIRED_FIELDS) if k in values]
+        if moved and not legacy:
+            raise ConfigError(f"config field '{moved[0]}' {_WHERE_IT_WENT.get(moved[0], '')}")
         search = dict(values.get("search") or {})
         for flat, nested in _FLAT_SEARCH_FIELDS.items():
             if flat in values:
@@ -207,6 +217,8 @@ class TrainConfig:
             values["search"] = search
         for retired in _RETIRED_FIELDS:
             values.pop(retired, None)
+        if legacy and isinstance(values.get("options"), dict):
+            values["options"] = {k: v for k, v in values["options"].items() if k != "gamma"}
         return _dataclass_from_dict(cls, values, "").validate()
 
 
@@ -379,6 +391,9 @@ def parse_setting(setting: str) -> tuple[str, Any]:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         value = text
+    if isinstance(value, str):  # YAML 1.1 reads 3e6 (no dot) as a string
+        with contextlib.suppress(ValueError):
+            value = float(value)
     return key.strip(), value
 
 

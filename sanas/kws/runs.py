@@ -261,7 +261,7 @@ def check_resumable(run_dir: Path, config: TrainConfig) -> None:
 # ------------------------------------------------------------------------------ load
 def run_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
     """The configuration of a run folder (its config.json)."""
-    return TrainConfig.from_dict(json.loads(_config_path(run_dir).read_text()))
+    return TrainConfig.from_dict(json.loads(_config_path(run_dir).read_text()), legacy=True)
 
 
 def _config_path(run_dir: str | os.PathLike[str]) -> Path:

@@ -16,6 +16,7 @@ from sanas.kws.config import (
     ConfigError,
     TrainConfig,
     load_recipe,
+    parse_setting,
     recipe_config,
     recipe_names,
 )
@@ -100,8 +101,10 @@ def test_settings_override_nested_fields_and_errors_name_them() -> None:
 
 def test_flat_search_fields_of_older_run_folders_are_read_into_the_section() -> None:
     old = {"data": "d", "out": "o", "lam": 3e-8, "search_holdout": 0.1, "reuse_steps": 2}
-    config = TrainConfig.from_dict(old)
+    config = TrainConfig.from_dict(old, legacy=True)
     assert config.search.lam == 3e-8 and config.search.holdout == 0.1
+    with pytest.raises(ConfigError, match=r"'lam' is now 'search\.lam'"):
+        TrainConfig.from_dict(old)  # a new config names the field's new place
 
 
 def test_the_recipes_command_lists_and_shows() -> None:
@@ -153,11 +156,22 @@ def test_an_imitation_recipe_runs_every_stage_into_one_folder_and_resumes(
     assert again.run_dir == out
 
 
-def test_an_operating_point_setting_needs_the_section(tone_data: Path, tmp_path: Path) -> None:
+def test_a_stage_setting_needs_the_stage(tone_data: Path, tmp_path: Path) -> None:
     from sanas.kws.training.recipes import train_recipe
 
     with pytest.raises(ConfigError, match="no 'operating_point' section"):
         train_recipe("fpool3-shortcuts", tone_data, tmp_path, ["operating_point.reuse_steps=1"])
+    with pytest.raises(ConfigError, match="no 'pretrain' stage"):
+        train_recipe("fpool3-shortcuts", tone_data, tmp_path, ["pretrain.epochs=1"])
+
+
+def test_numbers_in_settings_are_numbers() -> None:
+    assert parse_setting("operating_point.hold_budget=3.36e6") == (
+        "operating_point.hold_budget",
+        3.36e6,
+    )
+    assert parse_setting("search.budget=3e6")[1] == 3e6
+    assert parse_setting("model=sanas")[1] == "sanas"
 
 
 def test_the_improved_recipe_is_sanas_options_improved() -> None:

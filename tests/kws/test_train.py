@@ -91,8 +91,7 @@ def test_config_file_round_trip(tmp_path: Path) -> None:
             "data": "d",
             "out": "o",
             "model": "bsn",
-            "budget_mode": "hinge",
-            "budget": 3e7,
+            "search": {"budget_mode": "hinge", "budget": 3e7},
             "sequence": {"lengths_s": [1.0, 2.0], "multi_word": True},
             "options": {"baseline": "ema", "log_prob_reduction": "sum"},
         }

@@ -53,6 +53,8 @@ def train_recipe(
     stages = _split_settings(settings)
     recipe = _with_stage_settings(recipe, stages)
     config = recipe_config(recipe, stages[""], data=str(data), out=str(out), progress=progress)
+    if stages["pretrain"] and recipe.pretrain is None:
+        raise ConfigError(f"recipe {recipe.name!r} has no 'pretrain' stage to set")
     pretrained = None
     if recipe.pretrain is not None:
         shared = [s for s in stages[""] if s.split("=")[0].strip() in SHARED_WITH_PRETRAINING]
