@@ -29,16 +29,25 @@ def demo(
     are then scored on a test stream of other speakers. Prints word
     counts with 95 % intervals, MACs per step on silence and on words,
     and a verdict; writes table.txt, demo.json, stream_timeline.png and
-    macs_per_class.png (fa_fr_curve.png too when there are false alarms
-    to draw). About 3 minutes on 2 idle cores; a rerun with the same
+    macs_per_class.png (fa_fr_curve.png too when there are enough false
+    alarms to draw a curve). About 3 minutes on 2 cores (2 min 42 s and
+    3 min 23 s measured on a shared machine); a rerun with the same
     options reuses what is done.
 
-    Example (a smaller, quicker demo, about a minute):
+    Examples:
 
-        sanas demo --out out/demo-small --per-word 20 --epochs 4 --minutes 2
+        sanas demo
+
+        sanas demo --out out/demo-seed1 --seed 1
+
+    (other speakers: how much the numbers move between draws)
+
+        sanas demo --out out/demo-quick --epochs 12 --minutes 5
+
+    (about 1.5 minutes, a weaker baseline and wider intervals)
     """
     from sanas.kws.data.synth import SynthError
-    from sanas.lab.demo import FA_FR_FIGURE, format_validation, run_demo
+    from sanas.lab.demo import format_validation, run_demo
 
     for name, value, least in (
         ("--per-word", per_word, 3),
@@ -61,11 +70,8 @@ def demo(
     typer.echo(result.verdict)
     typer.echo("")
     typer.echo(f"figures: {', '.join(str(path) for path in result.figures)}")
-    if all(path.name != FA_FR_FIGURE for path in result.figures):
-        typer.echo(
-            f"({FA_FR_FIGURE} not drawn: neither model trades false alarms for false rejects "
-            "as the detection threshold moves; each would be one point)"
-        )
+    for note in result.notes:
+        typer.echo(f"({note})")
     typer.echo(f"table.txt and demo.json in {out}; {result.seconds:.0f} s in all")
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sanas.kws.config import TrainConfig
+from sanas.kws.config import TrainConfig, load_recipe
 from sanas.kws.data.audio import SAMPLE_RATE, read_wav
 from sanas.kws.data.features import LogMel
 from sanas.kws.data.speech_commands import UNKNOWN, SpeechCommands
@@ -40,58 +40,18 @@ from sanas.kws.runs import read_operating_point
 from sanas.kws.training.imitation import imitation_run
 from sanas.kws.training.loop import train
 
-# The baseline's training recipe (TrainConfig fields). The demo trains for a minute or
-# two on one CPU, a few hundred optimiser steps on a thousand clips, so each value is
-# chosen for that, not for the real dataset (the experiment's RECIPE).
-DEMO_RECIPE: dict[str, Any] = {
-    # The network SANAS starts from: cnn-trad-fpool3 with the four shortcuts, whose
-    # cheapest path (input → shortcut_0 → classifier) is what silence should cost.
-    "model": "static-shortcuts",
-    # Conv width: 16 learns the synthetic words in a minute; 8 stays near chance.
-    "channels": 16,
-    # Passes over the training clips: at 60 speakers per word, window accuracy on the
-    # validation clips rises to 0.77 by epoch 12 and levels off at 0.81 by 20.
-    "epochs": 20,
-    # Batches of 16: a short run needs updates. On the streams what counts is a confident
-    # network (the detector fires above 0.7 averaged over 500 ms): at 32, with half the
-    # updates, one seed's baseline got 103 of 300 test words right, against 148 at 16.
-    "batch_size": 16,
-    # Adam's 1e-3 learns in the few hundred steps there are ...
-    "lr": 1e-3,
-    # ... once a 100-step ramp keeps conv_1's ReLUs alive (at 1e-3 from the first step they
-    # die within ten batches and the network predicts silence everywhere).
-    "lr_warmup_steps": 100,
-    # Then down to 0 by the last epoch: the last epochs refine instead of jumping around.
-    "lr_schedule": "cosine",
-    # Per-coefficient MFCC normalisation: raw coefficient 0 (≈ −80) would swamp the others.
-    "normalize_features": True,
-    # Sequences of 1–4 s with up to two words, as the streams are: the network sees words
-    # at every offset in its window and silence between them.
-    "sequence": {
-        "multi_word": True,
-        "max_words": 2,
-        "lengths_s": [round(1.0 + 0.2 * i, 1) for i in range(16)],
-    },
-    # One thread for training, one for the worker preparing sequences: the 2 cores.
-    "threads": 1,
-    "workers": 1,
-    "progress": False,
-}
+# The baseline's training settings and how SANAS is derived from it: the demo-shortcuts
+# and demo recipes (sanas/kws/recipes/, a reason beside each value).
+DEMO_RECIPE: dict[str, Any] = {**load_recipe("demo-shortcuts").fields, "progress": False}
 # Speakers (clips) per keyword: 15 % of them validate and 15 % test, so each stream draws
 # its words from 9 speakers never trained on; a synthesis of a few seconds.
 PER_WORD = 60
 # Length of the validation and test streams, a word every 3 s: 200 words each, enough
 # for a 95 % interval of about ±6 points on a share of words.
 STREAM_MINUTES = 10.0
-# How the SANAS model is derived (imitation_run's arguments): the aligned gate runs the
-# full network on the two steps best aligned with each word (window overlap > 800 ms),
-# and the two cheap steps after a full one repeat its output, so that those two full
-# steps fill the detector's 500 ms averaging window; 20 passes over the gate's choices.
+# imitation_run's arguments (the demo makes its own training-speaker stream).
 IMITATION: dict[str, Any] = {
-    "gate": "aligned",
-    "reuse_steps": 2,
-    "min_overlap_ms": 800.0,
-    "epochs": 20,
+    k: v for k, v in (load_recipe("demo").imitate or {}).items() if k != "stream_minutes"
 }
 # Controller thresholds tried on the validation stream: a node is on when its probability
 # exceeds the threshold, so a lower one spends more on the steps the controller leans to.
@@ -115,8 +75,10 @@ CLASSES = {
     "words": ("keywords", "unknown"),
 }
 # Drawn only when a model trades false alarms for false rejects as its detection threshold
-# moves (its operating front has two points or more); otherwise each model is one point.
+# moves (its operating front has two points or more) over MIN_FALSE_ALARMS or more false
+# alarms: a curve through two or three events on a synthetic stream is noise.
 FA_FR_FIGURE = "fa_fr_curve.png"
+MIN_FALSE_ALARMS = 5
 # A baseline with fewer than this share of the words right has not learned them: matching
 # it proves nothing, and the verdict says so instead.
 LEARNED = 0.25
@@ -151,7 +113,8 @@ class ModelScores:
 class DemoResult:
     """What :func:`run_demo` measured and wrote: the test-stream scores of the baseline
     and of the SANAS operating point chosen on validation, every validation point, the
-    printed table and verdict, the figures and the seconds it all took."""
+    printed table and verdict, the figures (``notes``: why one was not drawn) and the
+    seconds it all took."""
 
     out: Path
     baseline: ModelScores
@@ -160,6 +123,7 @@ class DemoResult:
     table: str
     verdict: str
     figures: list[Path]
+    notes: list[str]
     seconds: float
 
 
@@ -485,9 +449,9 @@ def run_demo(
     )
     table = format_demo_table(baseline, sanas, minutes)
     verdict = demo_verdict(baseline, sanas)
-    figures = _figures(out, baseline, sanas, baseline_eval, sanas_eval)
+    figures, notes = _figures(out, baseline, sanas, baseline_eval, sanas_eval)
     seconds = time.perf_counter() - started
-    result = DemoResult(out, baseline, sanas, validation, table, verdict, figures, seconds)
+    result = DemoResult(out, baseline, sanas, validation, table, verdict, figures, notes, seconds)
     _write(result)
     return result
 
@@ -498,9 +462,9 @@ def _figures(
     sanas: ModelScores,
     baseline_eval: StreamEvaluation,
     sanas_eval: StreamEvaluation,
-) -> list[Path]:
+) -> tuple[list[Path], list[str]]:
     """The stream timeline, MACs per class and, when it has something to show, the
-    false-alarm / false-reject figure."""
+    false-alarm / false-reject figure; and a note saying why it was not drawn."""
     stream = out / "stream"
     audio = read_wav(stream / "stream.wav")[: round(SAMPLE_RATE * TIMELINE_SECONDS)]
     log_mel = LogMel()(torch.from_numpy(audio)).numpy()
@@ -525,12 +489,29 @@ def _figures(
             title=f"MACs per step on the test stream: {baseline.name} vs {sanas.name}",
         ),
     ]
-    curves = {s.name: e.curve for s, e in ((baseline, baseline_eval), (sanas, sanas_eval))}
-    if any(len(operating_front(curve)) > 1 for curve in curves.values()):
-        figures.append(plot_fa_fr_curve(curves, out / FA_FR_FIGURE))
-    else:  # one point per model: nothing to read off a curve
-        (out / FA_FR_FIGURE).unlink(missing_ok=True)
-    return figures
+    evaluations = {s.name: e for s, e in ((baseline, baseline_eval), (sanas, sanas_eval))}
+    fronts = {name: operating_front(e.curve) for name, e in evaluations.items()}
+    most = max(
+        (
+            round(point.false_alarms_per_hour * evaluations[name].duration_s / 3600)
+            for name, front in fronts.items()
+            for point in front
+        ),
+        default=0,
+    )
+    if any(len(front) > 1 for front in fronts.values()) and most >= MIN_FALSE_ALARMS:
+        curves = {name: e.curve for name, e in evaluations.items()}
+        return [*figures, plot_fa_fr_curve(curves, out / FA_FR_FIGURE)], []
+    (out / FA_FR_FIGURE).unlink(missing_ok=True)
+    if most < MIN_FALSE_ALARMS:
+        why = (
+            "the detection thresholds on either model's best trade-offs make at most "
+            f"{most} false alarm{'' if most == 1 else 's'} on the test stream, too few for "
+            "a curve"
+        )
+    else:
+        why = "each model has one best trade-off, the fewest false alarms and false rejects"
+    return figures, [f"{FA_FR_FIGURE} not drawn: {why}"]
 
 
 def _write(result: DemoResult) -> None:
@@ -544,6 +525,7 @@ def _write(result: DemoResult) -> None:
         "validation": [_as_json(p) for p in result.validation],
         "verdict": result.verdict,
         "figures": [str(p) for p in result.figures],
+        "notes": result.notes,
         "seconds": result.seconds,
     }
     (result.out / "demo.json").write_text(json.dumps(record, indent=2))

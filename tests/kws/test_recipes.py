@@ -115,7 +115,7 @@ def test_the_recipes_command_lists_and_shows() -> None:
     shown = runner.invoke(app, ["recipes", "fpool3-imitation"])
     assert "# stages: pretrain fpool3-shortcuts -> imitate a gate" in shown.output
     missing = runner.invoke(app, ["recipes", "nope"])
-    assert missing.exit_code == 2 and "recipes: fpool3-bsn" in missing.output
+    assert missing.exit_code == 2 and "fpool3-bsn, fpool3-imitation" in missing.output
 
 
 def test_train_with_a_recipe_and_settings(tone_data: Path, tmp_path: Path) -> None:
