@@ -448,10 +448,7 @@ def run_experiment(
             generate_streaming_test(
                 SpeechCommands(data), folder, minutes=2 * minutes, seed=seed + k, split="training"
             )
-    shared = {k: v for k, v in load_recipe(RECIPE).fields.items() if k not in ("model", "search")}
-    run = {"data": str(data), "epochs": epochs, "channels": channels, "seed": seed,
-           "progress": False, "search": {"warmup_epochs": epochs // 5}}  # fmt: skip
-    base = merge_fields(shared, run, base_fields or {})
+    base = shared_fields(data, epochs, channels, seed, base_fields or {})
 
     def run_dir(name: str) -> str:
         return str(out / "runs" / _slug(name))
@@ -503,6 +500,18 @@ def run_experiment(
     rows.sort(key=lambda r: (FAMILIES.index(r["family"]), r["macs_per_step"]))
     _write_outputs(rows, out, references, target_fraction)
     return rows
+
+
+def shared_fields(
+    data: str | Path, epochs: int, channels: int, seed: int, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """The TrainConfig fields every run of an experiment starts from (its spec's fields go
+    on top): the :data:`RECIPE`'s training settings, the experiment's data, length, width
+    and seed, and network-only epochs for the first fifth of a search."""
+    recipe = {k: v for k, v in load_recipe(RECIPE).fields.items() if k not in ("model", "search")}
+    run = {"data": str(data), "epochs": epochs, "channels": channels, "seed": seed,
+           "progress": False, "search": {"warmup_epochs": epochs // 5}}  # fmt: skip
+    return merge_fields(recipe, run, extra)
 
 
 def _slug(name: str) -> str:

@@ -16,11 +16,13 @@ from sanas.kws.config import (
     ConfigError,
     TrainConfig,
     load_recipe,
+    merge_fields,
     parse_setting,
     recipe_config,
     recipe_names,
 )
 from sanas.kws.runs import load_run, read_operating_point, run_config
+from sanas.lab.experiment import default_specs, shared_fields
 
 NAMED = ("fpool3-sanas", "fpool3-sanas-improved", "fpool3-static", "fpool3-shortcuts",
          "fpool3-bsn", "fpool3-search", "fpool3-imitation")  # fmt: skip
@@ -179,3 +181,39 @@ def test_the_improved_recipe_is_sanas_options_improved() -> None:
 
     config = recipe_config(load_recipe("fpool3-sanas-improved"), data="d", out="o")
     assert asdict(config.options) == asdict(SANASOptions.improved())
+
+
+def _computed(config: TrainConfig) -> dict[str, object]:
+    """What a static run computes: a static model reads only the logit ReLU of the options
+    and the speaker holdout of the search (the rest of both only matter to a search)."""
+    values = config.to_dict()
+    for ignored in ("data", "out", "progress"):
+        values.pop(ignored)
+    values["options"] = {"logit_relu": values["options"]["logit_relu"]}
+    values["search"] = {"holdout": values["search"]["holdout"]}
+    return values
+
+
+def test_the_baseline_recipe_computes_the_experiments_baseline() -> None:
+    """`sanas train --recipe fpool3-shortcuts` trains what the experiment's "+ shortcuts, 35
+    epochs" run trained (the baseline of docs/results/real-subset-ch16-imitation)."""
+    specs = {s.name: s for s in default_specs(lams=(), sanas_budgets=(), baseline_epochs=(35,))}
+    fields = merge_fields(shared_fields("d", 25, 16, 0, {}), specs["+ shortcuts, 35 epochs"].fields)
+    experiment = TrainConfig.from_dict({**fields, "out": "o"})
+    recipe = recipe_config(load_recipe("fpool3-shortcuts"), data="d", out="o")
+    assert _computed(recipe) == _computed(experiment)
+    assert recipe.options == experiment.options  # a SANAS model made from it reads them all
+
+
+def test_the_imitation_recipe_is_the_experiments_imitation() -> None:
+    specs = default_specs(
+        lams=(), sanas_budgets=(), baseline_epochs=(35,), imitation_gates=("aligned",)
+    )
+    spec = next(s for s in specs if s.imitation is not None)
+    recipe = load_recipe("fpool3-imitation")
+    assert spec.start_from == "+ shortcuts, 35 epochs" and recipe.pretrain == "fpool3-shortcuts"
+    experiment_minutes = 60.0  # the experiment's streams; imitation's is twice as long
+    expected = {k: v for k, v in spec.imitation.items() if k != "streams"}
+    expected |= {"epochs": 20, "stream_minutes": 2 * experiment_minutes}  # imitation_run's epochs
+    assert recipe.imitate == expected
+    assert recipe.operating_point == {"reuse_steps": spec.imitation["reuse_steps"]}
