@@ -22,6 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("sanas.examples", "sanas.kws.data"),
     ("sanas.kws.model",),
     ("sanas.kws.config",),
+    ("sanas.kws.run_files",),
     ("sanas.kws.runs",),
     ("sanas.kws.streaming",),
     ("sanas.kws.evaluation",),

@@ -14,7 +14,7 @@ from typer.core import TyperCommand, TyperOption
 from sanas.cli.bench import bench_app
 from sanas.cli.data import data_app
 from sanas.cli.demo import register as register_demo
-from sanas.cli.errors import fail
+from sanas.cli.errors import ReportingGroup, fail
 from sanas.cli.evaluate import register as register_evaluate
 from sanas.cli.kws import register as register_kws
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from sanas.supernet.graph import SuperNetwork
 
 app = typer.Typer(
+    cls=ReportingGroup,  # no traceback: a bad file is one line, a bug a traceback file
     name="sanas",
     help=(
         "Budgeted, input-adaptive neural architecture search.\n\n"

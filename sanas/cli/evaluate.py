@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from sanas.cli.errors import fail
+from sanas.cli.errors import check_writable, fail
 
 if TYPE_CHECKING:
     from sanas.kws.evaluation.evaluate import StreamEvaluation
@@ -32,8 +32,13 @@ REUSE_STEPS_HELP = (
 
 def evaluate(
     run: Path = typer.Argument(..., help="Training run folder (from `sanas train`)."),
-    stream_wav: Path = typer.Option(..., help="Streaming test wav (16 kHz mono)."),
-    stream_labels: Path = typer.Option(..., help="Its `word,time_ms` label file."),
+    stream_wav: Path = typer.Option(None, help="Streaming test wav (16 kHz mono)."),
+    stream_labels: Path = typer.Option(None, help="Its `word,time_ms` label file."),
+    clips: str = typer.Option(
+        None,
+        help="Instead of a stream: 12-class accuracy of the full network on the 1 s clips of "
+        "this split (validation or testing) of the run's data.",
+    ),
     json_out: Path = typer.Option(None, "--json", help="Write the scores here as JSON."),
     plots: Path = typer.Option(
         None, help="Folder for the FA/h vs false-reject curve and the stream timeline."
@@ -50,12 +55,22 @@ def evaluate(
     engine really executed, false alarms per hour and a false-alarm / false-reject curve.
 
     Example: `sanas evaluate runs/sanas --stream-wav stream/stream.wav
-    --stream-labels stream/labels.txt --json runs/sanas/stream.json --plots runs/sanas`
+    --stream-labels stream/labels.txt --json runs/sanas/stream.json --plots runs/sanas`;
+    the field's clip accuracy: `sanas evaluate runs/sanas --clips testing`
     """
     from sanas.kws.evaluation.evaluate import evaluate_run
 
+    if json_out is not None:  # before the scoring, which may take minutes
+        check_writable(json_out, "--json")
+    if clips is not None:
+        return _clip_accuracy(run, clips, json_out)
+    if stream_wav is None or stream_labels is None:
+        raise fail("give --stream-wav and --stream-labels (or --clips validation|testing)")
+    if plots is not None:
+        check_writable(plots, "--plots", folder=True)
     try:
         point = _operating_point(run, arch_threshold, hold_budget, reuse_steps)
+        _audio_notes(stream_wav)
         result = evaluate_run(run, stream_wav, stream_labels, json_out, point)
     except (OSError, ValueError) as err:
         raise fail(str(err)) from None
@@ -72,6 +87,22 @@ def evaluate(
     )
     if plots is not None:
         _plots(result, stream_wav, stream_labels, plots)
+
+
+def _clip_accuracy(run: Path, split: str, json_out: Path | None) -> None:
+    """Print (and write to ``json_out``) a run's clip accuracy on ``split``."""
+    from sanas.kws.evaluation.clips import run_clip_accuracy
+
+    try:
+        result = run_clip_accuracy(run, split)
+    except (OSError, ValueError) as err:
+        raise fail(str(err)) from None
+    if json_out is not None:
+        json_out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    typer.echo(
+        f"{split} clip accuracy {100 * result.accuracy:.1f}% "
+        f"({result.correct}/{result.total} clips, full network)"
+    )
 
 
 def _plots(result: StreamEvaluation, wav: Path, labels: Path, folder: Path) -> None:
@@ -127,6 +158,7 @@ def stream(
     try:
         point = _operating_point(run, arch_threshold, hold_budget, reuse_steps)
         model, config = load_run(run, point=point)
+        _audio_notes(wav)
         audio = read_wav(wav)
     except (OSError, ValueError) as err:
         raise fail(str(err)) from None
@@ -134,7 +166,7 @@ def stream(
     try:
         result = run_model_on_audio(model, audio, budget=point.hold_budget)
     except ValueError as err:
-        raise fail(str(err)) from None
+        raise fail(f"{wav}: {err}") from None
     for detection in detect(result.times_ms, result.posteriors, labels):
         if as_json:
             typer.echo(json.dumps(detection.__dict__))
@@ -147,6 +179,21 @@ def stream(
         f"{result.macs_window.mean() / 1e6:.2f}M MACs per step by the paper's count, "
         f"{result.macs_executed.mean() / 1e6:.2f}M executed with caches"
     )
+
+
+def _audio_notes(path: Path) -> None:
+    """Say on stderr how a recording is converted as it is read (channels mixed to mono,
+    resampled to 16 kHz), so that such a file is never scored unnoticed."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, TypeError, OSError):
+        return  # reading it names the problem
+    if info.channels > 1:
+        typer.echo(f"note: {path}: {info.channels} channels, mixed down to mono", err=True)
+    if info.samplerate != 16000:
+        typer.echo(f"note: {path}: {info.samplerate} Hz, resampled to 16000 Hz", err=True)
 
 
 def _operating_point(

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from sanas.cli.errors import fail
+from sanas.cli.errors import check_writable, fail
 
 # Flags of `sanas train` and the config fields they set.
 FLAG_FIELDS = {
@@ -126,6 +126,8 @@ def train_command(
              "init_from": None if init_from is None else str(init_from.resolve())}  # fmt: skip
     given = [f"{FLAG_FIELDS[k]}={v}" for k, v in flags.items() if v is not None]
     given += list(settings or [])
+    if out is not None:
+        check_writable(out, "--out", folder=True)
     try:
         if recipe is not None and config is not None:
             raise ValueError("give --recipe or --config, not both")
@@ -224,6 +226,7 @@ def imitate_command(
         for name in ("stream.wav", "labels.txt"):
             if not (folder / name).is_file():
                 raise fail(FileNotFoundError(f"--stream {folder}: no {name} there"))
+    check_writable(out, "--out", folder=True)
     try:
         run_dir = imitation_run(
             source,

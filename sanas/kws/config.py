@@ -24,7 +24,7 @@ from sanas.kws.data.sequences import (
     SequenceConfig,
 )
 from sanas.kws.model.options import SANASOptions
-from sanas.kws.model.registry import model_names
+from sanas.kws.model.registry import model_family, model_names
 
 BUDGET_MODES = ("linear", "hinge", "constrained")
 LR_SCHEDULES = ("constant", "cosine")
@@ -48,6 +48,9 @@ _WHERE_IT_WENT = {
     "or a recipe's operating_point section",
     "cost_adds": "was removed: MACs are counted as in the papers",
 }
+
+
+_SEARCHED = "a searched model (bsn, sanas, <backbone>-bsn or <backbone>-sanas)"
 
 
 class ConfigError(ValueError):
@@ -108,7 +111,8 @@ class TrainConfig:
     """Everything that defines a training run: the fields of a recipe or config file.
 
     ``model``: a registered model (``sanas models``). ``channels``: conv width (64 = the
-    paper; 16 a CPU profile). ``lr_schedule``: ``constant`` or ``cosine``;
+    paper; 16 a CPU profile). ``label_smoothing``: of the training cross-entropy (0: none).
+    ``lr_schedule``: ``constant`` or ``cosine``;
     ``lr_warmup_steps``: a linear ramp of every learning rate over the first optimizer
     steps. ``normalize_features``: fit a per-coefficient mean/std on training sequences
     and normalise the model's input with it (saved with the weights). ``shared_convs``:
@@ -135,6 +139,7 @@ class TrainConfig:
     seed: int = 0
     channels: int = 64
     dropout: float = 0.0
+    label_smoothing: float = 0.0
     task: str = "12"
     normalize_features: bool = True
     shared_convs: bool = True
@@ -153,7 +158,7 @@ class TrainConfig:
     @property
     def searches_architecture(self) -> bool:
         """Whether the model learns an architecture distribution (BSN, SANAS)."""
-        return self.model in ("bsn", "sanas")
+        return self.model in model_names() and model_family(self.model) in ("bsn", "sanas")
 
     def validate(self) -> TrainConfig:
         """Check values that types alone cannot; raise :class:`ConfigError` naming the field."""
@@ -172,6 +177,11 @@ class TrainConfig:
             ("weight_decay", self.weight_decay, self.weight_decay >= 0, "must be >= 0"),
             ("channels", self.channels, self.channels >= 1, "must be >= 1"),
             ("dropout", self.dropout, 0 <= self.dropout < 1, "must be in [0, 1)"),
+            ("label_smoothing", self.label_smoothing, 0 <= self.label_smoothing < 1,
+             "must be in [0, 1)"),
+            *((f"sequence.{name}", getattr(self.sequence, name), getattr(self.sequence, name) >= 0,
+               "must be >= 0")
+              for name in ("time_masks", "time_mask_frames", "freq_masks", "freq_mask_bins")),
             ("device", self.device, self.device == "auto" or _valid_device(self.device),
              "must be auto, cpu, cuda or cuda:N"),
             ("task", self.task, self.task in ("12", "35"), "must be '12' or '35'"),
@@ -183,10 +193,10 @@ class TrainConfig:
              "must be >= 1"),
             *search.checks(),
             ("search.train_full_network", search.train_full_network,
-             not search.train_full_network or searched, "needs a searched model (bsn or sanas)"),
+             not search.train_full_network or searched, f"needs {_SEARCHED}"),
             ("search.train_cheapest_network", search.train_cheapest_network,
              not search.train_cheapest_network or searched,
-             "needs a searched model (bsn or sanas)"),
+             f"needs {_SEARCHED}"),
             ("options.baseline", self.options.baseline,
              self.options.baseline != "full_network" or search.train_full_network,
              "'full_network' needs search.train_full_network (it reads the all-on logits)"),
@@ -288,14 +298,26 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The mapping of config fields in a YAML or JSON file (not validated yet)."""
     path = Path(path)
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (expected YAML or JSON)") from None
     try:
         values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text) or {}
     except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise ConfigError(f"{path}: not valid YAML/JSON: {error}") from None
+        raise ConfigError(f"{path}: not valid YAML/JSON: {_one_line(error)}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of config fields, got {values!r}")
     return values
+
+
+def _one_line(error: Exception) -> str:
+    """A parser's error on one line: what it found, and where."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None)
+    if mark is not None and problem:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(error).split())
 
 
 def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:

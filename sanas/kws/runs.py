@@ -2,7 +2,8 @@
 
 Loading a model never imports the training loop. Every file is written atomically (a
 temporary file renamed into place), so a killed process leaves either the old file or the
-new one::
+new one; weights are read as data only and checked against manifest.json
+(:mod:`sanas.kws.run_files`)::
 
     config.json                 the full configuration
     metrics.csv, metrics.jsonl  one row per epoch
@@ -11,6 +12,8 @@ new one::
     pareto.json                 that front: (MACs per step, accuracy) points not dominated
     best.pt                     the most accurate epoch on the validation set (of a budgeted
                                 search: the most accurate that holds its budget)
+    manifest.json               size and SHA-256 of each weights file (.pt)
+    .lock                       while a process writes the run (removed when it ends)
 """
 
 from __future__ import annotations
@@ -19,13 +22,10 @@ import csv
 import io
 import json
 import os
-import tempfile
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
-
-import torch
 
 from sanas.kws.config import ConfigError, TrainConfig
 from sanas.kws.data.speech_commands import (
@@ -34,6 +34,16 @@ from sanas.kws.data.speech_commands import (
 from sanas.kws.model.kws_model import SANASKWS, KWSModel
 from sanas.kws.model.operating_point import OperatingPoint
 from sanas.kws.model.registry import build_kws_model
+from sanas.kws.run_files import (
+    RunFileError,
+    atomic_write,
+    atomic_write_json,
+    link_weights,
+    load_weights,
+    remove_weights,
+    run_lock,
+    save_weights,
+)
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
@@ -86,7 +96,7 @@ def initialize_from(model: KWSModel, config: TrainConfig) -> None:
     source_dir = Path(config.init_from or "")
     try:
         source, source_config = load_run(source_dir)
-    except (FileNotFoundError, ConfigError) as error:
+    except (FileNotFoundError, ConfigError, RunFileError) as error:
         raise ConfigError(f"config field 'init_from': {error}") from None
     if source_config.search.holdout != config.search.holdout:
         raise ConfigError(
@@ -112,25 +122,11 @@ def initialize_from(model: KWSModel, config: TrainConfig) -> None:
 
 
 # ------------------------------------------------------------------------ run folder
-def atomic_write(path: Path, data: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            f.write(data)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-
-
-def atomic_write_json(path: Path, value: Any) -> None:
-    atomic_write(path, (json.dumps(value, indent=2) + "\n").encode())
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write(path, buffer.getvalue())
+def with_absolute_paths(config: TrainConfig) -> TrainConfig:
+    """``config`` with its folders (data, out, init_from) as absolute paths: what a run
+    stores, so that a rerun from another directory finds the same folders."""
+    paths = {k: getattr(config, k) for k in ("data", "out", "init_from")}
+    return replace(config, **{k: str(Path(v).resolve()) for k, v in paths.items() if v})
 
 
 def save_run(
@@ -140,14 +136,16 @@ def save_run(
     config.json, best.pt (what :func:`load_run` reads), its operating point, then one JSON
     file per ``records`` entry (``name=value`` → name.json), each written atomically: a
     record's presence means the folder is complete."""
+    config = with_absolute_paths(config)
     run_dir = Path(config.out)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "config.json", config.to_dict())
-    atomic_save({"model": model.state_dict()}, run_dir / BEST)
-    if point is not None:
-        save_operating_point(run_dir, point)
-    for name, value in records.items():
-        atomic_write_json(run_dir / f"{name}.json", value)
+    with run_lock(run_dir):
+        atomic_write_json(run_dir / "config.json", config.to_dict())
+        save_weights(run_dir, BEST, {"model": model.state_dict()})
+        if point is not None:
+            save_operating_point(run_dir, point)
+        for name, value in records.items():
+            atomic_write_json(run_dir / f"{name}.json", value)
     return run_dir
 
 
@@ -178,15 +176,11 @@ def write_outputs(run_dir: Path, state: RunState) -> None:
     keep = {point["checkpoint"] for point in state.front}
     for stale in (run_dir / FRONT_DIR).glob("*.pt"):
         if f"{FRONT_DIR}/{stale.name}" not in keep:
-            stale.unlink()
-    best = run_dir / BEST
+            remove_weights(run_dir, f"{FRONT_DIR}/{stale.name}")
     if not state.best_epoch:
-        best.unlink(missing_ok=True)
+        remove_weights(run_dir, BEST)
         return
-    temporary = run_dir / f".{BEST}.tmp"  # the best epoch is on the front: link its file
-    temporary.unlink(missing_ok=True)
-    os.link(run_dir / front_name(state.best_epoch), temporary)
-    os.replace(temporary, best)
+    link_weights(run_dir, front_name(state.best_epoch), BEST)  # the best epoch is on the front
 
 
 def front_name(epoch: int) -> str:
@@ -260,8 +254,13 @@ def check_resumable(run_dir: Path, config: TrainConfig) -> None:
 
 # ------------------------------------------------------------------------------ load
 def run_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
-    """The configuration of a run folder (its config.json)."""
-    return TrainConfig.from_dict(json.loads(_config_path(run_dir).read_text()), legacy=True)
+    """The configuration of a run folder (its config.json); a :class:`ConfigError` naming
+    the file when it is not a sanas configuration."""
+    path = _config_path(run_dir)
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text()), legacy=True)
+    except (ValueError, UnicodeDecodeError) as error:  # ConfigError and JSONDecodeError too
+        raise ConfigError(f"{path}: not the config.json of a sanas run ({error})") from None
 
 
 def _config_path(run_dir: str | os.PathLike[str]) -> Path:
@@ -282,8 +281,12 @@ def read_operating_point(run_dir: str | os.PathLike[str]) -> OperatingPoint:
         except (ValueError, TypeError) as error:
             raise ConfigError(f"{path}: {error}") from None
     # Runs written before operating points had their output reuse in config.json.
+    run_config(run_dir)  # names a config.json that is not one
     legacy = json.loads(_config_path(run_dir).read_text()).get("reuse_steps", 0)
-    return OperatingPoint(reuse_steps=legacy)
+    try:
+        return OperatingPoint(reuse_steps=legacy)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"{_config_path(run_dir)}: 'reuse_steps': {error}") from None
 
 
 def save_operating_point(run_dir: str | os.PathLike[str], point: OperatingPoint) -> None:
@@ -300,11 +303,19 @@ def load_run(
     ``point`` (None: the run's own, :func:`read_operating_point`), and its configuration."""
     run_dir = Path(run_dir)
     config = run_config(run_dir)
-    weights = run_dir / (BEST if which == "best" else CHECKPOINT)
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights}: missing; has the run finished an epoch?")
+    name = BEST if which == "best" else CHECKPOINT
+    if not (run_dir / name).is_file():
+        raise FileNotFoundError(f"{run_dir / name}: missing; has the run finished an epoch?")
+    advice = "copy the run folder again from where it came, or train it again"
+    state = load_weights(run_dir, name, advice)["model"]
     model = make_model(config, kws_task(config.task).num_classes)
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=False)["model"])
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise RunFileError(
+            f"{run_dir / name}: holds the weights of another network than config.json "
+            f"describes ({str(error).splitlines()[0]} …); {advice}"
+        ) from None
     try:
         (point or read_operating_point(run_dir)).apply(model)
     except ValueError as error:

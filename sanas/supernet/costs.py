@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from sanas.supernet.executors import run_skipping
 from sanas.supernet.graph import SuperNetwork
+from sanas.supernet.layer_macs import module_macs, node_input_shape
 
 CostFactory = Callable[..., "Cost"]
 COSTS: dict[str, CostFactory] = {}
@@ -88,55 +89,6 @@ class AdditiveCost(Cost):
 
 
 # ------------------------------------------------------------------------- MACs
-def _leaf_macs(module: nn.Module, output: Tensor) -> int:
-    """Multiply-accumulates of one leaf layer for one sample (bias, ReLU, pooling free)."""
-    if isinstance(module, nn.modules.conv._ConvNd):
-        kernel = math.prod(module.kernel_size)
-        per_position = module.in_channels // module.groups * module.out_channels * kernel
-        return per_position * math.prod(output.shape[2:])
-    if isinstance(module, nn.Linear):
-        return module.in_features * module.out_features * (output[0].numel() // module.out_features)
-    return 0
-
-
-def node_input_shape(net: SuperNetwork, name: str) -> tuple[int, ...]:
-    """Per-sample shape of a node's merged input."""
-    node = net.nodes[name]
-    if not node.inputs_tuple:
-        return net.input_shape
-    shapes = [net.output_shapes[p] for p in node.inputs_tuple]
-    if node.combine == "concat":
-        return (sum(s[0] for s in shapes), *shapes[0][1:])
-    return shapes[0]
-
-
-@torch.no_grad()
-def module_macs(net: SuperNetwork) -> dict[str, int]:
-    """MACs of each node's module for one sample, found by hooks on a dry run."""
-    macs = {name: 0 for name in net.order}
-    for name in net.order:
-        module = net.nodes[name].module
-        if module is None:
-            continue
-        handles = []
-        for leaf in module.modules():
-
-            def hook(mod: nn.Module, _inputs: object, output: Tensor, node: str = name) -> None:
-                macs[node] += _leaf_macs(mod, output)
-
-            handles.append(leaf.register_forward_hook(hook))
-        device = next((p.device for p in module.parameters()), torch.device("cpu"))
-        was_training = module.training
-        module.eval()
-        try:
-            module(torch.zeros(1, *node_input_shape(net, name), device=device))
-        finally:
-            module.train(was_training)
-            for handle in handles:
-                handle.remove()
-    return macs
-
-
 def aggregation_adds(net: SuperNetwork, name: str) -> int:
     """Element-wise additions of a sum node with all its inputs live ((k−1) · size)."""
     node = net.nodes[name]
@@ -146,7 +98,8 @@ def aggregation_adds(net: SuperNetwork, name: str) -> int:
 
 
 class MacsCost(AdditiveCost):
-    """Multiply-accumulates of the used sub-network (method.md §4 conventions).
+    """Multiply-accumulates of the used sub-network (method.md §4 conventions; each layer
+    as :mod:`sanas.supernet.layer_macs` counts it).
 
     ``adds="reference"`` charges a used sum node for all its declared inputs (the papers'
     accounting, e.g. 512 for the KWS features node); ``adds="exact"`` charges only the

@@ -55,7 +55,9 @@ class ObjectiveStats:
 class SequenceObjective:
     """Training loss of a :class:`SequenceOutput`: mean cross-entropy over real steps plus the
     REINFORCE surrogate on per-step costs Δ_t + penalty(C_t), minus a baseline, discounted
-    over later steps by ``gamma``. Holds the baseline and budget state (checkpointed)."""
+    over later steps by ``gamma``. Holds the baseline and budget state (checkpointed).
+    ``label_smoothing``: the cross-entropy's (Szegedy et al. 2016; the network's loss and
+    the REINFORCE step costs alike)."""
 
     def __init__(
         self,
@@ -63,6 +65,7 @@ class SequenceObjective:
         baseline: SequenceBaseline = "ema_reference",
         gamma: float = 0.0,
         num_classes: int = 12,
+        label_smoothing: float = 0.0,
     ) -> None:
         if baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
@@ -71,6 +74,7 @@ class SequenceObjective:
         self.budget = budget
         self.baseline_kind = baseline
         self.gamma = gamma
+        self.label_smoothing = label_smoothing
         reference = baseline == "ema_reference"
         self.baseline: MovingAverageBaseline | GroupedMovingAverageBaseline
         if self.baseline_kind in ("ema_class", "full_network"):
@@ -100,6 +104,7 @@ class SequenceObjective:
             labels.flatten(),
             ignore_index=IGNORE_INDEX,
             reduction="none",
+            label_smoothing=self.label_smoothing,
         ).view(labels.shape)
         valid = mask.sum().clamp_min(1)
         task_loss = ce.sum() / valid

@@ -18,15 +18,20 @@ from sanas.kws.model.registry import (
     CostAdds,
     build_kws_model,
     list_models,
+    model_family,
     model_info,
     model_names,
     register_model,
 )
-from sanas.kws.model.zoo import MODEL_KINDS
+from sanas.kws.model.zoo import BACKBONES, MODEL_KINDS
 from sanas.supernet.costs import build_cost, cost_summary
 from sanas.supernet.policies import ControllerPolicy, FixedPolicy
 
-BUILT_IN = ("static", "static-shortcuts", "bsn", "sanas")
+CNN_TRAD = ("static", "static-shortcuts", "bsn", "sanas")
+BUILT_IN = (
+    *CNN_TRAD,
+    *(f"{backbone.name}{suffix}" for backbone in BACKBONES for suffix in ("", "-bsn", "-sanas")),
+)
 runner = CliRunner()
 
 
@@ -49,7 +54,7 @@ def test_a_fresh_interpreter_sees_every_model_from_the_registry_alone() -> None:
 
 @pytest.mark.usefixtures("scratch_registry")
 def test_a_registered_model_is_buildable_listed_and_described() -> None:
-    @register_model("tiny-static", "cnn-trad-fpool3 at any width, for tests")
+    @register_model("tiny-static", "cnn-trad-fpool3 at any width, for tests", "static")
     def tiny_static(
         *,
         num_classes: int,
@@ -75,8 +80,23 @@ def test_a_registered_model_is_buildable_listed_and_described() -> None:
 def test_a_name_is_registered_once() -> None:
     original = registry.MODEL_REGISTRY["sanas"]
     with pytest.raises(ValueError, match="'sanas' is already registered"):
-        register_model("sanas", "another")(lambda **settings: build_kws_model("static"))
+        register_model("sanas", "another", "sanas")(lambda **settings: build_kws_model("static"))
     assert registry.MODEL_REGISTRY["sanas"] is original
+
+
+def test_a_family_is_read_without_building_and_checked_when_building(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(registry, "MODEL_REGISTRY", dict(registry.MODEL_REGISTRY))
+    expected = {"static": "static", "bsn": "bsn", "res8": "static", "bc-resnet-1-sanas": "sanas"}
+    assert {name: model_family(name) for name in expected} == expected
+    with pytest.raises(ValueError, match="family must be one of"):
+        register_model("odd", "an unknown family", "oracle")
+    register_model("liar", "claims sanas, builds static", "sanas")(
+        lambda **settings: build_kws_model("static", channels=1)
+    )
+    with pytest.raises(ValueError, match="registered as sanas but builds a static model"):
+        build_kws_model("liar", channels=1)
 
 
 @pytest.mark.parametrize("lookup", [build_kws_model, model_info])

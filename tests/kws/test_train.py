@@ -69,7 +69,7 @@ def test_run_folder_has_every_artefact(tone_data: Path, tmp_path: Path) -> None:
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert "val_macs_per_class/yes" in header and len(header) == len(set(header))
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
-    checkpoint = torch.load(run / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
     assert set(checkpoint) == {"model", "optimizer", "objective", "rng", "state"}
     assert checkpoint["state"]["epoch"] == 2
     assert set(checkpoint["rng"]) >= {"torch", "numpy", "python"}
@@ -81,7 +81,7 @@ def test_run_folder_has_every_artefact(tone_data: Path, tmp_path: Path) -> None:
     assert result.best_epoch in [p["epoch"] for p in result.front]
     model, config = load_run(run)
     assert isinstance(model, SANASKWS) and not model.training and config.channels == 2
-    best = torch.load(run / "best.pt", weights_only=False)["model"]
+    best = torch.load(run / "best.pt", weights_only=True)["model"]
     assert all(torch.equal(v, best[k]) for k, v in model.state_dict().items())
 
 
@@ -161,8 +161,8 @@ def _outputs(run: Path) -> tuple[list[dict], dict, dict[str, torch.Tensor], dict
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     for row in rows:
         row.pop("seconds")
-    checkpoint = torch.load(run / "checkpoint.pt", weights_only=False)
-    best = torch.load(run / "best.pt", weights_only=False)["model"]
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
+    best = torch.load(run / "best.pt", weights_only=True)["model"]
     return rows, json.loads((run / "pareto.json").read_text()), best, checkpoint
 
 
@@ -430,3 +430,15 @@ def test_a_distilled_search_trains(tone_data: Path, tmp_path: Path) -> None:
     search = {"train_full_network": True, "train_cheapest_network": True, "distill_cheapest": True}
     result = train(tiny(tone_data, tmp_path / "run", epochs=1, search=search))
     assert result.history[-1]["train_loss"] > 0
+
+
+@pytest.mark.parametrize("model", ["tc-resnet8-sanas", "bc-resnet-1-bsn"])
+def test_a_modern_backbone_searches_its_architecture(
+    tone_data: Path, tmp_path: Path, model: str
+) -> None:
+    config = tiny(tone_data, tmp_path / model, model=model, epochs=1, channels=8)
+    assert config.searches_architecture
+    result = train(config)
+    assert result.history[-1]["arch_loss"] != 0.0  # REINFORCE taught the architecture
+    trained, _ = load_run(tmp_path / model)
+    assert trained.net.num_stochastic > 0

@@ -148,3 +148,26 @@ def test_cost_of_an_architecture_is_the_cost_of_its_used_set() -> None:
 def test_linear_node_macs_count_leading_dimensions() -> None:
     net = SuperNetwork("in", (5, 4), [Node("a", ["in"], nn.Linear(4, 3))], output="a")
     assert module_macs(net)["a"] == 5 * 4 * 3
+
+
+def test_layer_macs_follow_the_papers_conventions() -> None:
+    """Depthwise convolutions count per group; a norm one MAC per output element (its
+    folded scale and shift); average pooling one per element read; max pooling, biases and
+    activations nothing. FlopCounterMode sees exactly the convolutions (matmul_only)."""
+    depthwise = nn.Conv2d(6, 6, (3, 1), padding=(1, 0), groups=6, bias=True)
+    layers = nn.Sequential(
+        depthwise,  # 6 · 3 per position, 6 · 10 · 4 outputs of 1: 720
+        nn.BatchNorm2d(6),  # 240
+        nn.SiLU(),
+        nn.MaxPool2d((1, 2)),  # 0: comparisons
+        nn.AvgPool2d((2, 1)),  # reads 6 · 10 · 2 = 120
+        nn.GroupNorm(3, 6),  # 6 · 5 · 2 = 60
+        nn.AdaptiveAvgPool2d(1),  # reads 60
+    )
+    net = SuperNetwork("in", (6, 10, 4), [Node("a", ["in"], layers)], output="a")
+    assert module_macs(net)["a"] == 720 + 240 + 120 + 60 + 60
+    assert module_macs(net, matmul_only=True)["a"] == 720
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        layers.eval()(torch.zeros(1, 6, 10, 4))
+    assert counter.get_total_flops() == 2 * 720

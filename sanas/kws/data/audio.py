@@ -14,6 +14,8 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 SAMPLE_RATE = 16000
+# Recordings that need more memory than this to decode are checked against what is free.
+CHECKED_BYTES = 256 * 2**20
 
 
 class AudioError(ValueError):
@@ -30,8 +32,9 @@ def read_wav(
     rate is resampled with a polyphase filter when ``resample`` is true, refused otherwise.
 
     Raises:
-        AudioError: the file is missing, empty, undecodable, has no samples, has NaN or
-            infinite samples, or has the wrong rate and ``resample`` is false.
+        AudioError: the file is missing, empty, undecodable, too long to hold in the memory
+            available, has no samples, has NaN or infinite samples, or has the wrong rate
+            and ``resample`` is false.
     """
     path = Path(path)
     if not path.is_file():
@@ -39,7 +42,10 @@ def read_wav(
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file (0 bytes; expected a WAV file)")
     try:
-        data, file_rate = sf.read(path, dtype="float32", always_2d=True)
+        with sf.SoundFile(path) as f:
+            _check_memory(path, f.frames, f.channels, f.samplerate, sample_rate)
+            file_rate = f.samplerate
+            data = f.read(dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as error:
         raise AudioError(f"{path}: cannot decode ({error}); expected a WAV file") from error
     if data.shape[0] == 0:
@@ -53,6 +59,38 @@ def read_wav(
         common = gcd(int(file_rate), int(sample_rate))
         waveform = resample_poly(waveform, sample_rate // common, file_rate // common)
     return np.ascontiguousarray(waveform, dtype=np.float32)
+
+
+def _check_memory(path: Path, frames: int, channels: int, file_rate: int, rate: int) -> None:
+    """Refuse a recording whose decoding (float32 samples, the mono mix, the resampled
+    copy) would not fit in the memory available: it would be killed, not read."""
+    needed = 4 * frames * (channels + 1) + 8 * frames * rate / max(file_rate, 1)
+    if needed < CHECKED_BYTES:
+        return
+    available = _available_memory()
+    if available is not None and needed > available:
+        raise AudioError(
+            f"{path}: {frames / max(file_rate, 1) / 3600:.1f} h of audio needs about "
+            f"{needed / 1e9:.1f} GB of memory to read, {available / 1e9:.1f} GB are "
+            "available; split it into shorter files"
+        )
+
+
+def _available_memory() -> int | None:
+    """Bytes this process may still allocate: Linux's MemAvailable, within the cgroup's
+    limit when there is one (None when neither is known)."""
+    limits = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                limits.append(int(line.split()[1]) * 1024)
+        cgroup = Path("/sys/fs/cgroup")
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit != "max":
+            limits.append(int(limit) - int((cgroup / "memory.current").read_text()))
+    except (OSError, ValueError, IndexError):
+        pass
+    return min(limits) if limits else None
 
 
 def fit_length(x: np.ndarray, n: int) -> np.ndarray:

@@ -5,14 +5,16 @@ download goes to ``<name>.part`` and resumes from there with an HTTP ``Range`` r
 interrupted; the finished file is checked against a table of known sizes and sha256 digests
 (overridable), or, for an archive the table does not know, against the server's
 Content-Length and a full gzip read (which checks gzip's own CRC and length). Extraction
-refuses members that would land outside the target folder, links pointing outside it and
-special files, then uses tarfile's ``"data"`` filter where Python has it.
+refuses members whose final path (following the links already extracted) lands outside
+the target folder, links pointing outside it and special files, then uses tarfile's
+``"data"`` filter where Python has it; a refused archive is deleted.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import shutil
 import tarfile
 import urllib.error
@@ -30,10 +32,18 @@ VERSIONS = ("v0.01", "v0.02")
 CHUNK = 1 << 20
 # Written into an extracted folder once extraction finished, so a rerun can skip it.
 COMPLETE_MARKER = ".sanas_complete"
+# tarfile's own guard where Python has it (PEP 706: 3.10.12, 3.11.4 and later); without it
+# the checks of _check_member, which follow the links already extracted, hold alone.
+EXTRACT_OPTIONS: dict[str, str] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 
 
 class DownloadError(OSError):
     """A download, verification or extraction failed; the message names the URL or file."""
+
+
+class UnsafeArchiveError(DownloadError):
+    """An archive that cannot be extracted safely (a member outside the folder, a special
+    file, a broken tar stream): it is deleted, since a rerun must download it again."""
 
 
 @dataclass(frozen=True)
@@ -46,8 +56,8 @@ class ArchiveInfo:
 
 # Sources: TensorFlow Datasets' url_checksums/speech_commands.txt (both v0.02 archives),
 # torchaudio's SPEECHCOMMANDS._CHECKSUMS (v0.01 sha256) and the server's Content-Length
-# (v0.01 size). The v0.01 test set has no published digest: it is checked by Content-Length
-# and a full gzip read.
+# (v0.01 size). The v0.01 test set has no published digest (none of these sources lists
+# one, and none was found elsewhere): it is checked by Content-Length and a full gzip read.
 KNOWN_ARCHIVES: dict[str, ArchiveInfo] = {
     "speech_commands_v0.01.tar.gz": ArchiveInfo(
         1489096277, "743935421bb51cccdb6bdd152e04c5c70274e935c82119ad7faeec31780d811d"
@@ -107,7 +117,11 @@ def download_speech_commands(
                 progress=progress,
                 timeout=timeout,
             )
-            safe_extract(archive, target)
+            try:
+                safe_extract(archive, target)
+            except UnsafeArchiveError:
+                archive.unlink(missing_ok=True)  # never left in root to be extracted again
+                raise
             if not keep_archives:
                 archive.unlink()
         dirs.append(target)
@@ -179,55 +193,58 @@ def verify(path: Path, expected: ArchiveInfo) -> None:
 def safe_extract(archive: Path, target: Path) -> None:
     """Extract the tar archive ``archive`` into ``target``, refusing anything unsafe.
 
-    One streaming pass checks each member, then extracts it (with tarfile's ``"data"``
-    filter where Python has it). Extraction goes to ``target.partial``, renamed at the end,
-    so ``target`` never holds half an archive and a refused archive leaves nothing behind.
+    One streaming pass checks each member against the folder as extracted so far (its
+    final path, following the links already there, must stay inside), then extracts it
+    (with tarfile's ``"data"`` filter where Python has it; the checks hold without it).
+    Extraction goes to ``target.partial``, renamed at the end, so ``target`` never holds
+    half an archive and a refused archive leaves nothing behind.
     """
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    # Python without PEP 706 (before 3.10.12 / 3.11.4): the member checks are the guard.
-    options = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+    root = partial.resolve()
     try:
         with tarfile.open(archive, "r|*") as tar:
             for member in tar:
-                _check_member(member, archive)
-                tar.extract(member, partial, **options)
+                _check_member(member, archive, root)
+                tar.extract(member, partial, **EXTRACT_OPTIONS)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
         shutil.rmtree(partial, ignore_errors=True)
         if isinstance(error, DownloadError):
             raise
+        if isinstance(error, tarfile.TarError | EOFError | zlib.error):
+            raise UnsafeArchiveError(f"{archive}: cannot extract ({error})") from error
         raise DownloadError(f"{archive}: cannot extract ({error})") from error
     (partial / COMPLETE_MARKER).write_text(f"{archive.name}\n")
     shutil.rmtree(target, ignore_errors=True)
     partial.replace(target)
 
 
-def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
-    """Raise when ``member`` would write outside the extraction folder or is a special file."""
-    if not _inside(member.name):
-        raise DownloadError(f"{archive}: refusing member {member.name!r} (path escapes the root)")
+def _check_member(member: tarfile.TarInfo, archive: Path, root: Path) -> None:
+    """Raise when ``member`` would write outside ``root`` (its path resolved through the
+    links extracted before it), link outside it, or is a special file."""
+
+    def refuse(what: str) -> UnsafeArchiveError:
+        return UnsafeArchiveError(f"{archive}: refusing {what}")
+
+    if not member.name or PurePosixPath(member.name).is_absolute():
+        raise refuse(f"member {member.name!r} (path escapes the root)")
+    path = root / member.name
+    if not _within(path, root):  # a parent is a link pointing out, or ".." climbs out
+        raise refuse(f"member {member.name!r} (path escapes the root)")
     if member.issym() or member.islnk():
         # A symbolic link resolves from its own folder, a hard link from the archive root.
-        parent = PurePosixPath(member.name).parent if member.issym() else PurePosixPath()
-        if not _inside(str(parent / member.linkname)):
-            raise DownloadError(
-                f"{archive}: refusing link {member.name!r} -> {member.linkname!r} (points outside)"
-            )
+        start = path.parent if member.issym() else root
+        if not _within(start / member.linkname, root):
+            raise refuse(f"link {member.name!r} -> {member.linkname!r} (points outside)")
     elif not (member.isfile() or member.isdir()):
-        raise DownloadError(f"{archive}: refusing special file {member.name!r}")
+        raise refuse(f"special file {member.name!r}")
 
 
-def _inside(name: str) -> bool:
-    """Whether the archive path ``name`` is relative and never climbs above its root."""
-    if name.startswith("/"):
-        return False
-    depth = 0
-    for part in PurePosixPath(name).parts:
-        depth += -1 if part == ".." else 0 if part == "." else 1
-        if depth < 0:
-            return False
-    return True
+def _within(path: Path, root: Path) -> bool:
+    """Whether ``path``, resolved on disk (links followed, ``..`` applied), is in ``root``."""
+    final = Path(os.path.realpath(path))
+    return final == root or root in final.parents
 
 
 def _download(

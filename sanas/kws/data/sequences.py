@@ -91,7 +91,10 @@ class SequenceConfig:
     ``background_volume``: chance of a background excerpt, and the maximum of its U(0, v)
     gain. ``multi_word``: paste up to ``max_words`` clips (never more than fit without
     overlapping) instead of one. ``time_shift_s``: shift each clip's content by up to this
-    much, zero-filled, inside its one-second slot.
+    much, zero-filled, inside its one-second slot. ``time_masks`` / ``time_mask_frames``
+    and ``freq_masks`` / ``freq_mask_bins`` (SpecAugment, Park et al. 2019): that many
+    masks of up to that many frames / coefficients each set to the sequence's mean
+    feature, on training sequences only (a ``fixed`` set, validation, is never masked).
     """
 
     lengths_s: tuple[float, ...] = DEFAULT_LENGTHS_S
@@ -100,6 +103,10 @@ class SequenceConfig:
     multi_word: bool = False
     max_words: int = 3
     time_shift_s: float = 0.0
+    time_masks: int = 0
+    time_mask_frames: int = 0
+    freq_masks: int = 0
+    freq_mask_bins: int = 0
 
 
 class SequenceItem(NamedTuple):
@@ -147,6 +154,27 @@ def _shifted(wave: np.ndarray, shift: int) -> np.ndarray:
     else:
         out[:shift] = wave[-shift:]
     return out
+
+
+def spec_augment(
+    features: torch.Tensor, rng: np.random.Generator, config: SequenceConfig
+) -> torch.Tensor:
+    """``features`` (frames, coefficients) with ``config``'s SpecAugment masks (each of a
+    width drawn from 0 to its maximum, at a random place) set to their mean; drawn from
+    ``rng`` (no draw at all without masks, so older runs draw the same sequences)."""
+    masks = ((0, config.time_masks, config.time_mask_frames),
+             (1, config.freq_masks, config.freq_mask_bins))  # fmt: skip
+    if not any(count and width for _, count, width in masks):
+        return features
+    features = features.clone()
+    fill = features.mean()
+    for axis, count, width in masks:
+        size = features.shape[axis]
+        for _ in range(count if width else 0):
+            span = min(int(rng.integers(0, width + 1)), size)
+            start = int(rng.integers(0, size - span + 1))
+            features.narrow(axis, start, span).fill_(fill)
+    return features
 
 
 class SequenceDataset(Dataset[SequenceItem]):
@@ -228,6 +256,8 @@ class SequenceDataset(Dataset[SequenceItem]):
         with torch.no_grad():
             waveform = torch.from_numpy(audio).to(self.frontend.window.device)
             features = self.frontend(waveform).cpu()
+        if not self.fixed:
+            features = spec_augment(features, rng, config)
         return SequenceItem(features, step_labels(len(features), spans, self.silence_label))
 
     def _background(self, rng: np.random.Generator, length: int) -> np.ndarray:

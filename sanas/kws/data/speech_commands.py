@@ -155,7 +155,11 @@ class SpeechCommands:
         listed: dict[Path, str] = {}
         for split, name in LIST_FILES.items():
             list_path = self.root / name
-            for line_number, line in enumerate(list_path.read_text().splitlines(), 1):
+            try:
+                text = list_path.read_text()
+            except UnicodeDecodeError:
+                raise DatasetError(f"{list_path}: not a text file (one clip path a line)") from None
+            for line_number, line in enumerate(text.splitlines(), 1):
                 relative = line.strip()
                 if not relative:
                     continue

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,13 +208,23 @@ def write_stream_labels(path: str | Path, labels: Iterable[tuple[str, float]]) -
     Path(path).write_text("".join(lines))
 
 
-def read_stream_labels(path: str | Path) -> list[tuple[str, float]]:
+def read_stream_labels(
+    path: str | Path,
+    *,
+    words: Collection[str] | None = None,
+    duration_ms: float | None = None,
+) -> list[tuple[str, float]]:
     """Read a ``word,time_ms`` label file; return ``(word, time_ms)`` sorted by time.
 
     Accepts TensorFlow's ``"yes, 1234.500000"`` lines and any spacing around the comma;
     blank lines are skipped. Unlike TensorFlow's reader, which silently drops malformed
     lines, any other line is an error naming the file and the line, so that a broken file is
     never scored as a shorter one. Sorted by time, as TensorFlow sorts them.
+
+    To score a model the labels must fit it and the audio: with ``words`` (the model's
+    labels) a word outside them is an error (a word the model does not know is labelled
+    ``_unknown_``), with ``duration_ms`` (the audio's length) so is a word that starts at
+    or past the end, and a file without a word is an error (there is nothing to score).
     """
     path = Path(path)
     try:
@@ -231,7 +241,19 @@ def read_stream_labels(path: str | Path) -> list[tuple[str, float]]:
             raise StreamFileError(
                 f"{path}:{number}: expected 'word,time_ms' with a time >= 0, got {line!r}"
             )
+        if words is not None and fields[0] not in words:
+            raise StreamFileError(
+                f"{path}:{number}: word {fields[0]!r} is not a label of the model "
+                f"({', '.join(words)}); label a word it does not know {UNKNOWN}"
+            )
+        if duration_ms is not None and time_ms >= duration_ms:
+            raise StreamFileError(
+                f"{path}:{number}: {fields[0]!r} at {time_ms / 1000:.3f} s starts past the "
+                f"end of the audio ({duration_ms / 1000:.3f} s): labels and audio do not match"
+            )
         labels.append((fields[0], time_ms))
+    if not labels and (words is not None or duration_ms is not None):
+        raise StreamFileError(f"{path}: no labelled word; a stream needs words to be scored")
     return sorted(labels, key=lambda item: item[1])
 
 

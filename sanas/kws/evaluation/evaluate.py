@@ -121,13 +121,19 @@ def evaluate_model_on_stream(
     budget: float | None = None,
 ) -> StreamEvaluation:
     """Run ``model`` over a streaming wav and score it against its ``word,time_ms`` labels
-    (``budget``: held MACs per step, as :func:`run_model_on_audio`)."""
+    (``budget``: held MACs per step, as :func:`run_model_on_audio`). Labels with a word
+    outside ``labels``, past the end of the audio, or none at all are a
+    :class:`~sanas.kws.data.stream_file.StreamFileError` naming the line."""
     config = config or DetectionConfig()
     audio = read_wav(wav_path)
-    ground_truth = read_stream_labels(labels_path)
     duration_ms = 1000.0 * len(audio) / SAMPLE_RATE
+    # labels that do not fit the model or the audio would be scored as misses: refused
+    ground_truth = read_stream_labels(labels_path, words=labels, duration_ms=duration_ms)
     start = time.perf_counter()
-    run = run_model_on_audio(model, audio, budget=budget)
+    try:
+        run = run_model_on_audio(model, audio, budget=budget)
+    except ValueError as error:  # e.g. shorter than one window
+        raise ValueError(f"{wav_path}: {error}") from None
     seconds = time.perf_counter() - start
     detections = detect(run.times_ms, run.posteriors, labels, config)
     score, reference = (

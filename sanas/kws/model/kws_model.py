@@ -1,11 +1,12 @@
 """Keyword-spotting models over feature sequences: static, BSN and SANAS, one interface.
 
-Every model takes a padded (batch, frames, 40) feature sequence, runs the
-cnn-trad-fpool3 super network on each window of 101 frames every 20 frames (a *step*), and
-returns a :class:`KWSOutput`: per-step logits, used sets, log-probabilities of the sampled
-architectures and per-step costs (multiply-accumulates, :class:`MacsCost`).
+Every model takes a padded (batch, frames, 40) feature sequence, runs its super network
+(cnn-trad-fpool3, or a backbone of :mod:`sanas.kws.model.zoo`) on each window of 101 frames
+every 20 frames (a *step*), and returns a :class:`KWSOutput`: per-step logits, used sets,
+log-probabilities of the sampled architectures and per-step costs (multiply-accumulates,
+:class:`MacsCost`).
 
-- :class:`StaticKWS`: every node on (cnn-trad-fpool3, with or without shortcuts).
+- :class:`StaticKWS`: every node on (e.g. cnn-trad-fpool3, with or without shortcuts).
 - :class:`BSNKWS`: one learned Bernoulli per node (:class:`StaticArchitecture`), the same
   distribution for every step; evaluation uses its mode.
 - :class:`SANASKWS`: a :class:`RecurrentController` chooses each step's architecture from
@@ -34,13 +35,15 @@ from sanas.kws.model.window_forward import (
     SharedTrunk,
     cut_windows,
     precompute_trunk,
+    trunk_layout,
 )
 from sanas.supernet.controller import RecurrentController
 from sanas.supernet.costs import MacsCost
 from sanas.supernet.distributions import ArchitectureDistribution, StaticArchitecture
-from sanas.supernet.executors import run_masked
+from sanas.supernet.executors import run_masked, run_skipping
 from sanas.supernet.governor import BudgetGovernor
 from sanas.supernet.graph import SuperNetwork
+from sanas.supernet.nodes import SuperNetOutput
 from sanas.supernet.policies import (
     BURST_STEPS,
     ArchitecturePolicy,
@@ -51,6 +54,11 @@ from sanas.supernet.policies import (
 from sanas.supernet.reuse import reuse_costlier_outputs
 
 FEATURE_TAP = "features"
+
+
+def has_batch_statistics(net: SuperNetwork) -> bool:
+    """Whether a layer of ``net`` normalises with statistics of the batch in training."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
 
 
 @dataclass
@@ -103,8 +111,15 @@ class KWSModel(nn.Module):
     """Base class: a super network run on every window of a feature sequence.
 
     Subclasses choose the architectures; here live the window execution (plain, or with
-    the convolutions computed once per sequence: ``shared_convs``), the optional logit
-    ReLU, the per-step costs and the two parameter groups (network, architecture).
+    the time-convolutional trunk computed once per sequence: ``shared_convs``, which
+    changes nothing for a network without such a trunk, e.g. the backbones, whose
+    convolutions pad in time), the optional logit ReLU, the per-step costs and the two
+    parameter groups (network, architecture).
+
+    Windows run through :func:`~sanas.supernet.executors.run_masked`, or, when a layer
+    normalises with batch statistics, through
+    :func:`~sanas.supernet.executors.run_skipping`: a node then sees only the windows that
+    use it, so that the zeros of the others' unused inputs never enter its statistics.
 
     ``reuse_steps``: in evaluation a step repeats the logits of the most recent of the
     ``reuse_steps`` steps before it that ran a costlier architecture
@@ -128,7 +143,8 @@ class KWSModel(nn.Module):
         super().__init__()
         self.net = net
         self.options = options or SANASOptions()
-        self.shared_convs = shared_convs
+        self.shared_convs = shared_convs and bool(trunk_layout(net).nodes)
+        self.execute = run_skipping if has_batch_statistics(net) else run_masked
         self.cost = MacsCost(net, adds=cost_adds)
         self.num_classes = net.output_shapes[net.output_name][0]
         self.input_norm = FeatureNormalizer(net.input_shape[2])
@@ -184,9 +200,15 @@ class KWSModel(nn.Module):
             sequences = features[rows, : frames_for(n)]
             precomputed = trunks[g].windows() if trunks else None
             windows = cut_windows(sequences).flatten(0, 1)
-            output = run_masked(self.net, windows, used[rows, :n].flatten(0, 1), precomputed)
+            output = self.run(windows, used[rows, :n].flatten(0, 1), precomputed)
             logits[rows, :n] = output.output.view(len(rows), n, -1)
         return self.logits(logits)
+
+    def run(
+        self, windows: Tensor, used: Tensor, precomputed: dict[str, Tensor] | None = None
+    ) -> SuperNetOutput:
+        """The network on a batch of windows for their used sets (see :attr:`execute`)."""
+        return self.execute(self.net, windows, used, precomputed=precomputed)
 
     def all_on(self, features: Tensor) -> Tensor:
         """(B, T, N) used sets with every node on, for each window of ``features``."""
@@ -440,7 +462,7 @@ class SANASKWS(KWSModel):
                     if len(parts) == 1
                     else {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
                 )
-            result = run_masked(self.net, windows[:n, t], used_t, precomputed=precomputed)
+            result = self.run(windows[:n, t], used_t, precomputed)
             previous = result.features[FEATURE_TAP]
             if self.options.detach_features:
                 previous = previous.detach()

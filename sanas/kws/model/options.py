@@ -62,9 +62,13 @@ class SANASOptions:
         if self.baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
 
-    def objective(self, budget: BudgetObjective, num_classes: int = 12) -> SequenceObjective:
+    def objective(
+        self, budget: BudgetObjective, num_classes: int = 12, label_smoothing: float = 0.0
+    ) -> SequenceObjective:
         """The training objective these options ask for (its baseline) under ``budget``."""
-        return SequenceObjective(budget, self.baseline, num_classes=num_classes)
+        return SequenceObjective(
+            budget, self.baseline, num_classes=num_classes, label_smoothing=label_smoothing
+        )
 
     @classmethod
     def improved(cls) -> SANASOptions:

@@ -3,10 +3,12 @@
 A builder registered with :func:`register_model` makes a :class:`KWSModel` from the
 settings every model shares (keyword arguments: ``num_classes``, ``channels``,
 ``dropout``, ``options``, ``shared_convs``, ``cost_adds``); :func:`build_kws_model`
-makes one by name, and :func:`model_info` / :func:`list_models` describe them (family,
-parameters, MACs). The built-in models (``static``, ``static-shortcuts``, ``bsn``,
-``sanas``) register in :mod:`sanas.kws.model.kws_model`, which the package
-``sanas.kws.model`` imports first, so every lookup here sees them.
+makes one by name, :func:`model_family` says how it chooses its architecture without
+building it, and :func:`model_info` / :func:`list_models` describe them (family,
+parameters, MACs). The built-in models (cnn-trad-fpool3's ``static``,
+``static-shortcuts``, ``bsn``, ``sanas``, then each backbone's ``<backbone>``,
+``<backbone>-bsn`` and ``<backbone>-sanas``) register in :mod:`sanas.kws.model.zoo`,
+which the package ``sanas.kws.model`` imports first, so every lookup here sees them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
 
 CostAdds = Literal["reference", "exact"]
 INFO_CLASSES = 12  # Speech Commands' 10 keywords, silence and unknown
+# How a model chooses its architecture (``KWSModel.family``); the last two search it.
+FAMILIES = ("static", "bsn", "sanas")
 
 
 class ModelBuilder(Protocol):
@@ -42,10 +46,12 @@ class ModelBuilder(Protocol):
 
 @dataclass(frozen=True)
 class RegisteredModel:
-    """A registry entry: the builder under its name, with one line that says what it is."""
+    """A registry entry: the builder under its name, with one line that says what it is
+    and the family of the models it builds (one of :data:`FAMILIES`)."""
 
     name: str
     description: str
+    family: str
     builder: ModelBuilder
 
 
@@ -74,14 +80,18 @@ class ModelInfo(TypedDict):
 MODEL_REGISTRY: dict[str, RegisteredModel] = {}
 
 
-def register_model(name: str, description: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Register a builder under ``name`` (a name is registered once: a second is an error,
-    so that no model silently replaces another)."""
+def register_model(
+    name: str, description: str, family: str
+) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Register a builder of ``family`` models under ``name`` (a name is registered once: a
+    second is an error, so that no model silently replaces another)."""
+    if family not in FAMILIES:
+        raise ValueError(f"model {name!r}: family must be one of {FAMILIES}, got {family!r}")
 
     def decorate(builder: ModelBuilder) -> ModelBuilder:
         if name in MODEL_REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
-        MODEL_REGISTRY[name] = RegisteredModel(name, description, builder)
+        MODEL_REGISTRY[name] = RegisteredModel(name, description, family, builder)
         return builder
 
     return decorate
@@ -99,6 +109,13 @@ def registered_model(name: str) -> RegisteredModel:
     return MODEL_REGISTRY[name]
 
 
+def model_family(name: str) -> str:
+    """How the registered model ``name`` chooses its architecture, ``static``, ``bsn`` or
+    ``sanas``, read from the registry without building the model (so without touching the
+    random state): a training config asks it whether a model searches its architecture."""
+    return registered_model(name).family
+
+
 def build_kws_model(
     name: str,
     num_classes: int = 12,
@@ -109,8 +126,10 @@ def build_kws_model(
     cost_adds: CostAdds = "reference",
 ) -> KWSModel:
     """Make the registered model ``name``, e.g. ``static`` (cnn-trad-fpool3),
-    ``static-shortcuts``, ``bsn`` or ``sanas`` (``options``: the reference's when None)."""
-    return registered_model(name).builder(
+    ``static-shortcuts``, ``bsn``, ``sanas`` or ``tc-resnet8-sanas`` (``options``: the
+    reference's when None; ``channels``: 64 is each network's published width)."""
+    entry = registered_model(name)
+    model = entry.builder(
         num_classes=num_classes,
         channels=channels,
         dropout=dropout,
@@ -118,6 +137,11 @@ def build_kws_model(
         shared_convs=shared_convs,
         cost_adds=cost_adds,
     )
+    if model.family != entry.family:
+        raise ValueError(
+            f"model {name!r} is registered as {entry.family} but builds a {model.family} model"
+        )
+    return model
 
 
 def model_info(name: str, channels: int = 64) -> ModelInfo:

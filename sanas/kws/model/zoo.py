@@ -1,13 +1,24 @@
 """The built-in keyword-spotting models, registered by name (``sanas models`` lists them):
 cnn-trad-fpool3 with and without shortcuts as static networks, and the shortcuts super
-network searched as a BSN or driven by a SANAS controller."""
+network searched as a BSN or driven by a SANAS controller; then each modern backbone
+(TC-ResNet8/14, BC-ResNet-1/2/3/8, res8/res15) as ``<backbone>`` (static: the published
+network, every node at every step), ``<backbone>-bsn`` and ``<backbone>-sanas`` (its
+skippable blocks and early exits searched, :mod:`sanas.kws.model.backbone`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from sanas.kws.model.backbone import PAPER_CHANNELS
+from sanas.kws.model.bc_resnet import bc_resnet
 from sanas.kws.model.kws_model import BSNKWS, SANASKWS, KWSModel, StaticKWS
 from sanas.kws.model.networks import cnn_trad_fpool3
 from sanas.kws.model.options import SANASOptions
-from sanas.kws.model.registry import CostAdds, model_names, register_model
+from sanas.kws.model.registry import CostAdds, ModelBuilder, model_names, register_model
+from sanas.kws.model.res_kws import res_kws
+from sanas.kws.model.tc_resnet import tc_resnet
 from sanas.supernet.graph import SuperNetwork
 
 
@@ -28,7 +39,9 @@ def _network(
     )
 
 
-@register_model("static", "cnn-trad-fpool3 (Sainath & Parada 2015), every node at every step")
+@register_model(
+    "static", "cnn-trad-fpool3 (Sainath & Parada 2015), every node at every step", "static"
+)
 def static(
     *,
     num_classes: int,
@@ -42,7 +55,9 @@ def static(
     return StaticKWS(net, options, shared_convs, cost_adds)
 
 
-@register_model("static-shortcuts", "cnn-trad-fpool3 + four shortcuts, every node at every step")
+@register_model(
+    "static-shortcuts", "cnn-trad-fpool3 + four shortcuts, every node at every step", "static"
+)
 def static_shortcuts(
     *,
     num_classes: int,
@@ -56,7 +71,7 @@ def static_shortcuts(
     return StaticKWS(net, options, shared_convs, cost_adds)
 
 
-@register_model("bsn", "Budgeted Super Network: one learned architecture for every step")
+@register_model("bsn", "Budgeted Super Network: one learned architecture for every step", "bsn")
 def bsn(
     *,
     num_classes: int,
@@ -71,7 +86,7 @@ def bsn(
     return BSNKWS(net, options, shared_convs, cost_adds)
 
 
-@register_model("sanas", "SANAS: a recurrent controller picks each step's architecture")
+@register_model("sanas", "SANAS: a recurrent controller picks each step's architecture", "sanas")
 def sanas(
     *,
     num_classes: int,
@@ -85,6 +100,67 @@ def sanas(
     net = _network(num_classes, channels, dropout, fixed_bottlenecks=not options.search_bottlenecks)
     return SANASKWS(net, options, shared_convs, cost_adds)
 
+
+# ----------------------------------------------------------------- modern backbones
+@dataclass(frozen=True)
+class Backbone:
+    """A published network: ``graph(num_classes=, width=, dropout=, exits=)`` makes its
+    super network at ``width`` times its published channels, with or without early exits."""
+
+    name: str
+    paper: str
+    graph: Callable[..., SuperNetwork]
+
+
+BACKBONES = (
+    Backbone("tc-resnet8", "TC-ResNet8 (Choi et al. 2019)", partial(tc_resnet, 8)),
+    Backbone("tc-resnet14", "TC-ResNet14 (Choi et al. 2019)", partial(tc_resnet, 14)),
+    *(
+        Backbone(f"bc-resnet-{tau}", f"BC-ResNet-{tau} (Kim et al. 2021)", partial(bc_resnet, tau))
+        for tau in (1, 2, 3, 8)
+    ),
+    Backbone("res8", "res8 (Tang & Lin 2018)", partial(res_kws, 8)),
+    Backbone("res15", "res15 (Tang & Lin 2018)", partial(res_kws, 15)),
+)
+# (family, model class, name suffix, description suffix) of the three models of a backbone
+BACKBONE_MODELS: tuple[tuple[str, type[KWSModel], str, str], ...] = (
+    ("static", StaticKWS, "", ", every node at every step"),
+    ("bsn", BSNKWS, "-bsn", " + exits, BSN: one learned architecture for every step"),
+    ("sanas", SANASKWS, "-sanas", " + exits, SANAS: a controller picks each step's blocks"),
+)
+
+
+def _backbone_builder(backbone: Backbone, model_class: type[KWSModel]) -> ModelBuilder:
+    """The registered builder of ``backbone`` as a ``model_class`` model: the published
+    network for a static model, with early exits for a searched one."""
+    exits = model_class is not StaticKWS
+
+    def build(
+        *,
+        num_classes: int,
+        channels: int,
+        dropout: float,
+        options: SANASOptions | None,
+        shared_convs: bool,
+        cost_adds: CostAdds,
+    ) -> KWSModel:
+        width = channels / PAPER_CHANNELS
+        net = backbone.graph(num_classes=num_classes, width=width, dropout=dropout, exits=exits)
+        return model_class(net, options, shared_convs, cost_adds)
+
+    return build
+
+
+def _register_backbones() -> None:
+    """Register ``<backbone>``, ``<backbone>-bsn`` and ``<backbone>-sanas`` of each backbone."""
+    for backbone in BACKBONES:
+        for family, model_class, suffix, what in BACKBONE_MODELS:
+            register_model(backbone.name + suffix, backbone.paper + what, family)(
+                _backbone_builder(backbone, model_class)
+            )
+
+
+_register_backbones()
 
 # The built-in names, what a run's config may name; models registered later are in
 # :func:`~sanas.kws.model.registry.model_names`.

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from sanas.kws.data.audio import read_wav
+from sanas.kws.data.audio import SAMPLE_RATE, read_wav
 from sanas.kws.data.speech_commands import kws_task
 from sanas.kws.data.stream_file import read_stream_labels
 from sanas.kws.evaluation.metrics import DetectionConfig
@@ -90,9 +90,11 @@ def gate_example(
     if gate not in GATE_KINDS:
         raise ValueError(f"gate must be one of {GATE_KINDS}, got {gate!r}")
     tiers = {name: KWS_TIERS[name] for name in ("full", "cheap")}
-    runs = run_tiers(model, read_wav(wav_path), tiers)
+    audio = read_wav(wav_path)
+    duration_ms = 1000.0 * len(audio) / SAMPLE_RATE
+    ground_truth = read_stream_labels(labels_path, words=labels, duration_ms=duration_ms)
+    runs = run_tiers(model, audio, tiers)
     full, cheap = runs["full"], runs["cheap"]
-    ground_truth = read_stream_labels(labels_path)
     if gate == "aligned":
         spend = speech_steps(full.times_ms, [time for _, time in ground_truth], min_overlap_ms)
     else:

@@ -14,6 +14,7 @@ fixed validation sequences, and write everything a run needs into its folder::
     pareto.json                 that front: (MACs per step, accuracy) points not dominated
     best.pt                     the most accurate epoch on the validation set (of a budgeted
                                 search: the most accurate that holds its budget)
+    manifest.json               size and SHA-256 of each .pt file (sanas.kws.run_files)
 
 Rerunning the same command on the same folder resumes from ``checkpoint.pt`` (after a
 crash or SIGKILL) and ends with exactly the result of an uninterrupted run: the data
@@ -62,13 +63,20 @@ from sanas.kws.data.speech_commands import (
     make_examples,
 )
 from sanas.kws.model.kws_model import KWSModel, KWSOutput
+from sanas.kws.run_files import (
+    RunFileError,
+    atomic_write_json,
+    load_weights,
+    rng_state,
+    run_lock,
+    save_weights,
+    set_rng_state,
+)
 from sanas.kws.runs import (
     CHECKPOINT,
     FRONT_DIR,
     RunResult,
     RunState,
-    atomic_save,
-    atomic_write_json,
     best_epoch,
     check_resumable,
     flat_metrics,
@@ -76,6 +84,7 @@ from sanas.kws.runs import (
     initialize_from,
     make_model,
     update_front,
+    with_absolute_paths,
     write_outputs,
 )
 from sanas.supernet.budgets import make_budget
@@ -244,25 +253,6 @@ def evaluate(
     return tally.summary("val", labels)
 
 
-def _rng_state() -> dict[str, Any]:
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _selection_budget(config: TrainConfig) -> float | None:
     """The budget the best epoch must hold: that of a hinge or constrained search."""
     budgeted = config.searches_architecture and config.search.budget_mode != "linear"
@@ -274,32 +264,33 @@ def train(config: TrainConfig) -> RunResult:
     """Train (or resume) the run ``config.out``; return its metrics, front and best epoch.
 
     Seeds torch, numpy and random with ``config.seed``; sets torch's CPU threads to
-    ``config.threads`` for the run and restores them after.
+    ``config.threads`` for the run and restores them after. The folders are stored as
+    absolute paths; the run folder is created once the data is read, and locked while the
+    run writes it (a second process training into it is refused).
     """
-    config.validate()
+    config = with_absolute_paths(config.validate())
     threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
-        return _train(config)
+        device = _device(config.device)
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+        np.random.seed(config.seed)
+        data = _datasets(config)
+        run_dir = Path(config.out)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with run_lock(run_dir):
+            return _train(config, data, run_dir, device)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(config: TrainConfig) -> RunResult:
-    device = _device(config.device)
-    run_dir = Path(config.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
+def _train(config: TrainConfig, data: _Data, run_dir: Path, device: torch.device) -> RunResult:
     (run_dir / FRONT_DIR).mkdir(exist_ok=True)
-    checkpoint_path = run_dir / CHECKPOINT
-
-    torch.manual_seed(config.seed)
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    data = _datasets(config)
     train_set, labels = data.train, data.labels
     model = make_model(config, len(labels))
-    resuming = checkpoint_path.is_file()
+    resuming = (run_dir / CHECKPOINT).is_file()
     if config.init_from and not resuming:  # a checkpoint holds its own weights
         initialize_from(model, config)
     elif config.normalize_features and not resuming:  # a checkpoint holds the statistics
@@ -309,15 +300,15 @@ def _train(config: TrainConfig) -> RunResult:
     optimizer = _optimizer(model, config)
     search = config.search
     budget = make_budget(search.budget_mode, search.lam, search.budget)  # type: ignore[arg-type]
-    objective = config.options.objective(budget, num_classes=len(labels))
+    objective = config.options.objective(budget, len(labels), config.label_smoothing)
     state = RunState()
     if resuming:
         check_resumable(run_dir, config)
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        checkpoint = _read_checkpoint(run_dir)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         objective.load_state_dict(checkpoint["objective"])
-        _set_rng_state(checkpoint["rng"])
+        set_rng_state(checkpoint["rng"])
         state = RunState(**checkpoint["state"])
     write_outputs(run_dir, state)  # drop whatever a killed epoch left behind
     atomic_write_json(run_dir / "config.json", config.to_dict())
@@ -343,10 +334,10 @@ def _train(config: TrainConfig) -> RunResult:
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "objective": objective.state_dict(),
-                "rng": _rng_state(),
+                "rng": rng_state(),
                 "state": asdict(state),
             }
-            atomic_save(checkpoint, checkpoint_path)
+            save_weights(run_dir, CHECKPOINT, checkpoint)
             write_outputs(run_dir, state)
     finally:
         writer.close()
@@ -359,6 +350,24 @@ def _train(config: TrainConfig) -> RunResult:
         best_accuracy=best["val_accuracy"],
         best_macs_per_step=best["val_macs_per_step"],
     )
+
+
+def _read_checkpoint(run_dir: Path) -> dict[str, Any]:
+    """checkpoint.pt, verified; a damaged one stops the run with what to do: it cannot
+    resume exactly from anything else (front/ holds weights without optimiser or RNG)."""
+    advice = (
+        f"this run cannot resume from it: delete it to train {run_dir} again from epoch 1, "
+        "or train into another --out"
+    )
+    checkpoint = load_weights(run_dir, CHECKPOINT, advice)
+    missing = {"optimizer", "objective", "rng", "state"} - set(checkpoint)
+    rng = checkpoint.get("rng")
+    if missing or not (isinstance(rng, dict) and isinstance(rng.get("numpy"), list)):
+        raise RunFileError(
+            f"{run_dir / CHECKPOINT}: not a checkpoint of this sanas version "
+            f"(lacks {', '.join(sorted(missing)) or 'a plain-data RNG state'}); {advice}"
+        )
+    return checkpoint
 
 
 def _add_epoch(
@@ -377,7 +386,7 @@ def _add_epoch(
     }
     state.front = update_front(state.front, point)
     if point in state.front:
-        atomic_save({"model": model.state_dict(), "epoch": epoch}, run_dir / point["checkpoint"])
+        save_weights(run_dir, point["checkpoint"], {"model": model.state_dict(), "epoch": epoch})
     state.best_epoch = best_epoch(state.history, budget)
 
 
