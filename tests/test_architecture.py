@@ -26,6 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("sanas.kws.runs",),
     ("sanas.kws.streaming",),
     ("sanas.kws.evaluation",),
+    ("sanas.kws.export",),
     ("sanas.kws.training",),
     ("sanas.lab",),
     ("sanas.cli",),

@@ -16,6 +16,7 @@ from sanas.cli.data import data_app
 from sanas.cli.demo import register as register_demo
 from sanas.cli.errors import ReportingGroup, fail
 from sanas.cli.evaluate import register as register_evaluate
+from sanas.cli.export import register as register_export
 from sanas.cli.kws import register as register_kws
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
 register_kws(app)
 register_evaluate(app)
+register_export(app)
 register_demo(app)
 example_app = typer.Typer(help="Runnable examples of the general core.", no_args_is_help=True)
 app.add_typer(example_app, name="example")

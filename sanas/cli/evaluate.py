@@ -13,6 +13,7 @@ from sanas.cli.errors import check_writable, fail
 if TYPE_CHECKING:
     from sanas.kws.evaluation.evaluate import StreamEvaluation
     from sanas.kws.model.operating_point import OperatingPoint
+    from sanas.kws.streaming.engine import StreamRun
 
 ARCH_THRESHOLD_HELP = (
     "SANAS runs: a node is on when the controller's probability exceeds this (default: the "
@@ -24,6 +25,7 @@ HOLD_BUDGET_HELP = (
     "operating point). A token bucket saves unspent budget for up to 30 steps; a step it "
     "cannot pay for runs the cheapest path."
 )
+RUN_HELP = "Training run folder (from `sanas train`), or a .onnx file from `sanas export`."
 REUSE_STEPS_HELP = (
     "The cheap steps after a costlier one reuse its output (default: the run's operating "
     "point, e.g. 2 for imitation runs; 0: none)."
@@ -31,7 +33,7 @@ REUSE_STEPS_HELP = (
 
 
 def evaluate(
-    run: Path = typer.Argument(..., help="Training run folder (from `sanas train`)."),
+    run: Path = typer.Argument(..., help=RUN_HELP),
     stream_wav: Path = typer.Option(None, help="Streaming test wav (16 kHz mono)."),
     stream_labels: Path = typer.Option(None, help="Its `word,time_ms` label file."),
     clips: str = typer.Option(
@@ -56,23 +58,36 @@ def evaluate(
 
     Example: `sanas evaluate runs/sanas --stream-wav stream/stream.wav
     --stream-labels stream/labels.txt --json runs/sanas/stream.json --plots runs/sanas`;
-    the field's clip accuracy: `sanas evaluate runs/sanas --clips testing`
+    the field's clip accuracy: `sanas evaluate runs/sanas --clips testing`; an exported
+    model on ONNX Runtime: `sanas evaluate model.onnx --stream-wav stream/stream.wav
+    --stream-labels stream/labels.txt`
     """
     from sanas.kws.evaluation.evaluate import evaluate_run
 
     if json_out is not None:  # before the scoring, which may take minutes
         check_writable(json_out, "--json")
     if clips is not None:
+        if run.suffix == ".onnx":
+            raise fail("--clips needs a training run folder, not an exported model")
         return _clip_accuracy(run, clips, json_out)
     if stream_wav is None or stream_labels is None:
         raise fail("give --stream-wav and --stream-labels (or --clips validation|testing)")
     if plots is not None:
         check_writable(plots, "--plots", folder=True)
     try:
-        point = _operating_point(run, arch_threshold, hold_budget, reuse_steps)
-        _audio_notes(stream_wav)
-        result = evaluate_run(run, stream_wav, stream_labels, json_out, point)
-    except (OSError, ValueError) as err:
+        if run.suffix == ".onnx":
+            from sanas.kws.export.runtime import evaluate_onnx
+
+            _onnx_options(arch_threshold, hold_budget)
+            _audio_notes(stream_wav)
+            result = evaluate_onnx(
+                run, stream_wav, stream_labels, json_out, reuse_steps=reuse_steps
+            )
+        else:
+            point = _operating_point(run, arch_threshold, hold_budget, reuse_steps)
+            _audio_notes(stream_wav)
+            result = evaluate_run(run, stream_wav, stream_labels, json_out, point)
+    except (ImportError, OSError, ValueError) as err:
         raise fail(str(err)) from None
     scores = result.to_dict()
     typer.echo(
@@ -135,7 +150,7 @@ def _plots(result: StreamEvaluation, wav: Path, labels: Path, folder: Path) -> N
 
 
 def stream(
-    run: Path = typer.Argument(..., help="Training run folder (from `sanas train`)."),
+    run: Path = typer.Argument(..., help=RUN_HELP),
     wav: Path = typer.Option(..., help="Audio to listen to (16 kHz mono wav; resampled if not)."),
     as_json: bool = typer.Option(False, "--json", help="Print detections as JSON lines."),
     arch_threshold: float = typer.Option(None, help=ARCH_THRESHOLD_HELP),
@@ -147,14 +162,16 @@ def stream(
     Each line: the time of the detected word, its label and score, then the compute
     spent. Example: `sanas stream runs/sanas --wav stream/stream.wav`; a SANAS run at an
     operating point chosen on validation, never above 3.3M MACs per step:
-    `sanas stream runs/sanas --wav stream/stream.wav --arch-threshold 0.05 --hold-budget 3.3e6`
+    `sanas stream runs/sanas --wav stream/stream.wav --arch-threshold 0.05 --hold-budget 3.3e6`;
+    an exported model on ONNX Runtime: `sanas stream model.onnx --wav stream/stream.wav`
     """
     from sanas.kws.data.audio import read_wav
     from sanas.kws.data.speech_commands import kws_task
     from sanas.kws.evaluation.evaluate import run_model_on_audio
-    from sanas.kws.evaluation.metrics import detect
     from sanas.kws.runs import load_run
 
+    if run.suffix == ".onnx":
+        return _stream_onnx(run, wav, as_json, arch_threshold, hold_budget, reuse_steps)
     try:
         point = _operating_point(run, arch_threshold, hold_budget, reuse_steps)
         model, config = load_run(run, point=point)
@@ -167,6 +184,48 @@ def stream(
         result = run_model_on_audio(model, audio, budget=point.hold_budget)
     except ValueError as err:
         raise fail(f"{wav}: {err}") from None
+    _print_detections(result, labels, as_json, len(audio))
+
+
+def _stream_onnx(
+    path: Path,
+    wav: Path,
+    as_json: bool,
+    threshold: float | None,
+    budget: float | None,
+    reuse_steps: int | None,
+) -> None:
+    """``sanas stream`` on an exported model, run by ONNX Runtime."""
+    from sanas.kws.data.audio import read_wav
+
+    try:
+        from sanas.kws.export.runtime import OnnxStreamingModel
+
+        _onnx_options(threshold, budget)
+        model = OnnxStreamingModel(path, reuse_steps=reuse_steps)
+        _audio_notes(wav)
+        audio = read_wav(wav)
+        result = model.run(audio)
+    except (ImportError, OSError, ValueError) as err:
+        raise fail(f"{path}: {err}") from None
+    _print_detections(result, model.labels, as_json, len(audio))
+
+
+def _onnx_options(threshold: float | None, budget: float | None) -> None:
+    """Refuse the operating-point options that an exported graph holds fixed."""
+    if threshold is not None or budget is not None:
+        raise ValueError(
+            "--arch-threshold and --hold-budget are fixed in an exported model; "
+            "export it again with them (sanas export RUN --out model.onnx --hold-budget B)"
+        )
+
+
+def _print_detections(
+    result: StreamRun, labels: tuple[str, ...], as_json: bool, samples: int
+) -> None:
+    """Print a run's detections as they would fire, then its compute."""
+    from sanas.kws.evaluation.metrics import detect
+
     for detection in detect(result.times_ms, result.posteriors, labels):
         if as_json:
             typer.echo(json.dumps(detection.__dict__))
@@ -175,7 +234,7 @@ def stream(
                 f"{detection.time_ms / 1000:9.2f} s  {detection.label:<10} {detection.score:.2f}"
             )
     typer.echo(
-        f"{len(result.times_ms)} steps over {len(audio) / 16000:.1f} s: "
+        f"{len(result.times_ms)} steps over {samples / 16000:.1f} s: "
         f"{result.macs_window.mean() / 1e6:.2f}M MACs per step by the paper's count, "
         f"{result.macs_executed.mean() / 1e6:.2f}M executed with caches"
     )

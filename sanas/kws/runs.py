@@ -34,6 +34,7 @@ from sanas.kws.data.speech_commands import (
 from sanas.kws.model.kws_model import SANASKWS, KWSModel
 from sanas.kws.model.operating_point import OperatingPoint
 from sanas.kws.model.registry import build_kws_model
+from sanas.kws.model.zoo import sanas_counterpart
 from sanas.kws.run_files import (
     RunFileError,
     atomic_write,
@@ -326,9 +327,11 @@ def load_run(
 def sanas_from_run(run_dir: str | os.PathLike[str], **fields: Any) -> tuple[SANASKWS, TrainConfig]:
     """A SANAS model on the super network of a trained run (its best weights and input
     normaliser, e.g. a static + shortcuts network), its controller fresh, and its config:
-    the run's with ``fields`` replaced, as a ``sanas`` model started from it."""
+    the run's with ``fields`` replaced, as the SANAS model of its network
+    (:func:`~sanas.kws.model.zoo.sanas_counterpart`) started from it."""
     source_config = run_config(run_dir)
-    values = {**source_config.to_dict(), **fields, "model": "sanas", "init_from": str(run_dir)}
+    model_name = sanas_counterpart(source_config.model)
+    values = {**source_config.to_dict(), **fields, "model": model_name, "init_from": str(run_dir)}
     config = TrainConfig.from_dict(values)
     model = typing.cast(SANASKWS, make_model(config, kws_task(config.task).num_classes))
     initialize_from(model, config)  # loads the run's weights, naming what is missing

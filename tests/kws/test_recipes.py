@@ -217,3 +217,21 @@ def test_the_imitation_recipe_is_the_experiments_imitation() -> None:
     expected |= {"epochs": 20, "stream_minutes": 2 * experiment_minutes}  # imitation_run's epochs
     assert recipe.imitate == expected
     assert recipe.operating_point == {"reuse_steps": spec.imitation["reuse_steps"]}
+
+
+def test_kws_efficient_sanas_imitates_on_a_backbone_with_exits(
+    tone_data: Path, tmp_path: Path
+) -> None:
+    from sanas.kws.training import recipes
+    from sanas.kws.training.gates import gate_tiers
+
+    out = tmp_path / "run"
+    settings = [*TINY, "imitate.epochs=1", "imitate.stream_minutes=1"]
+    recipes.train_recipe("kws-efficient-sanas", tone_data, out, settings, progress=False)
+    pretrained = run_config(out / "pretrain")
+    assert pretrained.model == "tc-resnet8-bsn" and pretrained.search.train_cheapest_network
+    model, config = load_run(out)
+    assert config.model == "tc-resnet8-sanas" and model.reuse_steps == 2
+    assert gate_tiers(model)["cheap"] == {"in", "exit_0", "features", "classifier"}
+    record = json.loads((out / "imitation.json").read_text())
+    assert record["gate"] == "aligned" and 0 < record["gate_share"][0] < 1

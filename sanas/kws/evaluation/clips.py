@@ -62,10 +62,12 @@ def clip_accuracy(
     if split not in CLIP_SPLITS:
         raise ValueError(f"split must be one of {CLIP_SPLITS}, got {split!r}")
     labels = kws_task(task).labels
-    examples = make_examples(SpeechCommands(data), split, task, seed=seed)
+    dataset = SpeechCommands(data)
+    examples = make_examples(dataset, split, task, seed=seed)
     clips = SequenceDataset(
         examples,
         MFCC(),
+        dataset.background_paths,  # read, never mixed in: probability 0
         config=SequenceConfig(lengths_s=(1.0,), background_probability=0.0),
         silence_label=kws_task(task).silence_index,
         fixed=True,

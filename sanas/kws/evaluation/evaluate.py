@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,30 @@ def evaluate_model_on_stream(
     (``budget``: held MACs per step, as :func:`run_model_on_audio`). Labels with a word
     outside ``labels``, past the end of the audio, or none at all are a
     :class:`~sanas.kws.data.stream_file.StreamFileError` naming the line."""
+    net = model.net
+    return score_stream(
+        lambda audio: run_model_on_audio(model, audio, budget=budget),
+        labels,
+        wav_path,
+        labels_path,
+        config,
+        net.stochastic_names,
+        lambda run: _computed_nodes(model, run.architectures),
+    )
+
+
+def score_stream(
+    run_audio: Callable[[np.ndarray], StreamRun],
+    labels: tuple[str, ...],
+    wav_path: str | os.PathLike[str],
+    labels_path: str | os.PathLike[str],
+    config: DetectionConfig | None,
+    node_names: tuple[str, ...],
+    computed: Callable[[StreamRun], np.ndarray],
+) -> StreamEvaluation:
+    """Score a backend (``run_audio``: audio to a :class:`StreamRun`, e.g. the torch
+    engine or ONNX Runtime) on a streaming wav, as :func:`evaluate_model_on_stream`;
+    ``computed``: a run's (steps, node_names) booleans of the nodes it computed."""
     config = config or DetectionConfig()
     audio = read_wav(wav_path)
     duration_ms = 1000.0 * len(audio) / SAMPLE_RATE
@@ -131,7 +156,7 @@ def evaluate_model_on_stream(
     ground_truth = read_stream_labels(labels_path, words=labels, duration_ms=duration_ms)
     start = time.perf_counter()
     try:
-        run = run_model_on_audio(model, audio, budget=budget)
+        run = run_audio(audio)
     except ValueError as error:  # e.g. shorter than one window
         raise ValueError(f"{wav_path}: {error}") from None
     seconds = time.perf_counter() - start
@@ -153,8 +178,8 @@ def evaluate_model_on_stream(
         ),
         seconds=seconds,
         duration_s=duration_ms / 1000.0,
-        node_names=model.net.stochastic_names,
-        computed=_computed_nodes(model, run.architectures),
+        node_names=node_names,
+        computed=computed(run),
     )
 
 

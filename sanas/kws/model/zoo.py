@@ -162,6 +162,17 @@ def _register_backbones() -> None:
 
 _register_backbones()
 
+
+def sanas_counterpart(name: str) -> str:
+    """The SANAS model on the super network of the registered model ``name``: ``sanas``
+    for cnn-trad-fpool3's, ``<backbone>-sanas`` for a backbone's (whose graph, with early
+    exits, is ``<backbone>-bsn``'s, not the static ``<backbone>``'s)."""
+    for backbone in BACKBONES:
+        if name in {backbone.name + suffix for _, _, suffix, _ in BACKBONE_MODELS}:
+            return backbone.name + "-sanas"
+    return "sanas"
+
+
 # The built-in names, what a run's config may name; models registered later are in
 # :func:`~sanas.kws.model.registry.model_names`.
 MODEL_KINDS: tuple[str, ...] = model_names()

@@ -1,7 +1,8 @@
 """Ground-truth gates between two tiers of a super network: where a perfect controller
 would spend, knowing the words of a stream (and, for the hindsight gate, both tiers'
 posteriors). A controller imitates them (:mod:`sanas.kws.training.imitation`); the lab's
-oracle scores them (:mod:`sanas.lab.oracle`)."""
+oracle scores them (:mod:`sanas.lab.oracle`). The two tiers of a model are
+:func:`gate_tiers`: its full network and its cheapest path."""
 
 from __future__ import annotations
 
@@ -191,6 +192,17 @@ def hindsight_gate_within(
         count=count,
         reuse_steps=reuse_steps,
     )
+
+
+def gate_tiers(model: KWSModel) -> dict[str, frozenset[str]]:
+    """The used sets of the two tiers a gate chooses between, ``"full"`` and ``"cheap"``:
+    cnn-trad-fpool3 + shortcuts' :data:`~sanas.kws.model.networks.KWS_TIERS`, any other
+    network's every node and its cheapest architecture (e.g. a backbone's input exit)."""
+    net = model.net
+    if frozenset(net.order) == KWS_TIERS["full"]:
+        return {name: KWS_TIERS[name] for name in ("full", "cheap")}
+    cheap = net.used_names(net.used(model.cheapest_architecture.cpu(), 1)[0])
+    return {"full": frozenset(net.order), "cheap": cheap}
 
 
 def run_tiers(

@@ -40,10 +40,15 @@ from sanas.kws.data.speech_commands import kws_task
 from sanas.kws.data.stream_file import read_stream_labels
 from sanas.kws.evaluation.metrics import DetectionConfig
 from sanas.kws.model.kws_model import SANASKWS, KWSModel
-from sanas.kws.model.networks import KWS_TIERS
 from sanas.kws.model.operating_point import OperatingPoint
 from sanas.kws.runs import RunResult, sanas_from_run, save_run
-from sanas.kws.training.gates import HindsightCount, hindsight_gate_within, run_tiers, speech_steps
+from sanas.kws.training.gates import (
+    HindsightCount,
+    gate_tiers,
+    hindsight_gate_within,
+    run_tiers,
+    speech_steps,
+)
 
 GateKind = Literal["aligned", "hindsight"]
 GATE_KINDS: tuple[str, ...] = ("aligned", "hindsight")
@@ -89,7 +94,7 @@ def gate_example(
     ``budget_per_step`` MACs per step on average (``None``: as many as the words need)."""
     if gate not in GATE_KINDS:
         raise ValueError(f"gate must be one of {GATE_KINDS}, got {gate!r}")
-    tiers = {name: KWS_TIERS[name] for name in ("full", "cheap")}
+    tiers = gate_tiers(model)
     audio = read_wav(wav_path)
     duration_ms = 1000.0 * len(audio) / SAMPLE_RATE
     ground_truth = read_stream_labels(labels_path, words=labels, duration_ms=duration_ms)
@@ -139,9 +144,9 @@ def imitate_gate(
         raise ValueError("epochs, chunk_steps and batch_size must be at least 1")
     if not examples:
         raise ValueError("imitation needs at least one example stream")
-    net = model.net
-    expensive_on = net.architecture_of(KWS_TIERS["full"]).float()
-    cheap_on = net.architecture_of(KWS_TIERS["cheap"]).float()
+    net, tiers = model.net, gate_tiers(model)
+    expensive_on = net.architecture_of(tiers["full"]).float()
+    cheap_on = net.architecture_of(tiers["cheap"]).float()
     deciding = expensive_on != cheap_on  # the nodes whose choice is the gate's
     parts = [_chunks(example, chunk_steps) for example in examples]
     expensive, cheap, gate = (torch.cat(column) for column in zip(*parts, strict=True))

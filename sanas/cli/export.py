@@ -1,0 +1,48 @@
+"""``sanas export``: a trained run's streaming step as one ONNX graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from sanas.cli.errors import check_writable, fail
+from sanas.cli.evaluate import ARCH_THRESHOLD_HELP, HOLD_BUDGET_HELP, REUSE_STEPS_HELP
+
+
+def export(
+    run: Path = typer.Argument(..., help="Training run folder (from `sanas train`)."),
+    out: Path = typer.Option(..., "--out", help="The ONNX file to write (e.g. model.onnx)."),
+    arch_threshold: float = typer.Option(None, help=ARCH_THRESHOLD_HELP),
+    hold_budget: float = typer.Option(None, help=HOLD_BUDGET_HELP),
+    reuse_steps: int = typer.Option(None, help=REUSE_STEPS_HELP),
+) -> None:
+    """Export a run's streaming step to ONNX, at an operating point fixed in the file.
+
+    The graph takes one step's window of feature frames (101 x 40) and, for a SANAS
+    run, the controller's state; it gives the posteriors, the step's architecture, its
+    MACs and the new state. Each node of a SANAS run sits in an ONNX `If`, so ONNX
+    Runtime computes only what the step uses. Labels, step, detection settings, MAC
+    table and operating point are in the model's metadata. Needs the export extra:
+    `pip install 'sanas[export]'`.
+
+    Example: `sanas export runs/sanas --out runs/sanas/model.onnx --hold-budget 3.3e6`,
+    then `sanas evaluate runs/sanas/model.onnx --stream-wav stream/stream.wav
+    --stream-labels stream/labels.txt`
+    """
+    from sanas.cli.evaluate import _operating_point
+
+    check_writable(out, "--out")
+    try:
+        from sanas.kws.export.onnx_export import export_run
+
+        point = _operating_point(run, arch_threshold, hold_budget, reuse_steps)
+        path = export_run(run, out, point)
+    except (ImportError, OSError, ValueError) as err:
+        raise fail(str(err)) from None
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``export`` to the main command."""
+    app.command()(export)

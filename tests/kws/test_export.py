@@ -1,0 +1,223 @@
+"""ONNX export of the streaming step and the ONNX Runtime backend (issue 19, step 1): the
+same architectures, posteriors and detections as the torch engine, `If` nodes around the
+skippable nodes, metadata that round-trips, and `sanas export` / `sanas evaluate model.onnx`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+pytest.importorskip("onnxruntime", reason="the export extra is not installed (sanas[export])")
+pytest.importorskip("onnxscript", reason="torch's ONNX exporter needs onnxscript")
+
+import onnx
+
+from sanas.cli import app
+from sanas.kws.data.audio import read_wav
+from sanas.kws.data.speech_commands import kws_task
+from sanas.kws.evaluation.evaluate import run_model_on_audio
+from sanas.kws.evaluation.metrics import detect
+from sanas.kws.export.onnx_export import export_model, export_run, read_metadata
+from sanas.kws.export.runtime import OnnxStreamingModel
+from sanas.kws.model.kws_model import SANASKWS
+from sanas.kws.model.operating_point import OperatingPoint
+from sanas.kws.model.registry import build_kws_model
+from sanas.kws.runs import load_run, sanas_from_run
+from sanas.kws.streaming.engine import StreamRun
+from sanas.supernet.costs import MacsCost
+
+TOLERANCE = 1e-4
+
+
+def _switching_sanas(run: Path) -> tuple[SANASKWS, tuple[str, ...]]:
+    """The SANAS model on a tiny run's network, its controller set to switch architectures
+    with the audio (a fresh one keeps every node on)."""
+    model, config = sanas_from_run(run)
+    return _switching(model), tuple(kws_task(config.task).labels)
+
+
+def _switching(model: SANASKWS) -> SANASKWS:
+    """``model`` with a random controller that switches between architectures that reach
+    the output."""
+    generator = torch.Generator().manual_seed(0)
+    scales = {"gru.weight_ih": 1.0, "head.weight": 3.0, "head.bias": 1.0}
+    with torch.no_grad():
+        for name, parameter in model.controller.named_parameters():
+            noise = torch.randn(parameter.shape, generator=generator)
+            # a contracting recurrence (small recurrent weights), as trained ones are
+            parameter.copy_(scales.get(name, 0.05) * noise)
+        names = model.net.stochastic_names
+        always = [names.index(n) for n in model.net.bottleneck_names() if n in names]
+        model.controller.head.bias[always] = 10.0  # e.g. in, features, classifier
+        model.controller.initial.zero_()
+    return model.eval()
+
+
+def _assert_same(reference: StreamRun, exported: StreamRun, labels: tuple[str, ...]) -> float:
+    """Same steps, architectures, MACs and detections; posteriors within TOLERANCE."""
+    assert len(exported.times_ms) == len(reference.times_ms)
+    np.testing.assert_array_equal(exported.architectures, reference.architectures)
+    np.testing.assert_array_equal(exported.macs_window, reference.macs_window)
+    gap = float(np.abs(exported.posteriors - reference.posteriors).max())
+    assert gap < TOLERANCE
+    np.testing.assert_allclose(exported.features, reference.features, atol=TOLERANCE)
+    fired = detect(exported.times_ms, exported.posteriors, labels)
+    expected = detect(reference.times_ms, reference.posteriors, labels)
+    assert [(d.label, d.time_ms) for d in fired] == [(d.label, d.time_ms) for d in expected]
+    assert [d.score for d in fired] == pytest.approx([d.score for d in expected], abs=TOLERANCE)
+    return gap
+
+
+def _if_nodes(path: Path) -> int:
+    """How many ``If`` nodes the main graph has; asserts that convolutions run only in
+    their branches (so a skipped node is never computed)."""
+    graph = onnx.load(str(path)).graph
+    branches = [
+        inner.op_type
+        for node in graph.node
+        if node.op_type == "If"
+        for attribute in node.attribute
+        for inner in attribute.g.node
+    ]
+    if branches:
+        assert "Conv" not in {node.op_type for node in graph.node} and "Conv" in branches
+    return sum(node.op_type == "If" for node in graph.node)
+
+
+def test_a_static_run_gives_the_engine_s_posteriors(
+    tiny_run: Path, tiny_stream: Path, tmp_path: Path
+) -> None:
+    path = export_run(tiny_run, tmp_path / "model.onnx")
+    model, config = load_run(tiny_run)
+    audio = read_wav(tiny_stream / "stream.wav")
+    labels = tuple(kws_task(config.task).labels)
+    exported = OnnxStreamingModel(path).run(audio)
+    _assert_same(run_model_on_audio(model, audio), exported, labels)
+    assert _if_nodes(path) == 0  # a fixed architecture: one plain graph
+    np.testing.assert_array_equal(exported.macs_executed, exported.macs_window)
+
+
+@pytest.mark.parametrize("held", [False, True])
+def test_a_sanas_model_switches_as_the_engine_does(
+    tiny_run: Path, tiny_stream: Path, tmp_path: Path, held: bool
+) -> None:
+    model, labels = _switching_sanas(tiny_run)
+    fallback = float(model.cost.of_architecture(model.net, model.cheapest_architecture)[0])
+    point = OperatingPoint(hold_budget=1.1 * fallback if held else None, reuse_steps=1)
+    path = export_model(model, tmp_path / "sanas.onnx", labels, point)
+    audio = read_wav(tiny_stream / "stream.wav")
+    reference = run_model_on_audio(model, audio, budget=point.hold_budget)
+    exported = OnnxStreamingModel(path).run(audio)
+    live = {
+        tuple(a)
+        for a, m in zip(reference.architectures, reference.macs_window, strict=True)
+        if m > 0
+    }
+    assert len(live) > 1  # it switches between architectures that reach the output
+    _assert_same(reference, exported, labels)
+    assert _if_nodes(path) == model.net.num_nodes - 1  # every node but the input
+
+
+def test_a_bsn_model_exports_its_one_architecture(tiny_stream: Path, tmp_path: Path) -> None:
+    model = build_kws_model("bsn", num_classes=3, channels=2).eval()
+    with torch.no_grad():  # a learned architecture that drops some nodes
+        model.distribution.logits.copy_(torch.linspace(-3.0, 3.0, model.net.num_stochastic))
+    labels = ("a", "b", "c")
+    path = export_model(model, tmp_path / "bsn.onnx", labels)
+    audio = read_wav(tiny_stream / "stream.wav")[: 16000 * 4]
+    exported = OnnxStreamingModel(path).run(audio)
+    _assert_same(run_model_on_audio(model, audio), exported, labels)
+    architecture = model.deterministic_architecture().numpy()
+    assert (exported.architectures == architecture.astype(bool)).all()
+    assert read_metadata(path)["architecture"] == architecture.tolist()
+
+
+@pytest.mark.parametrize("name", ["tc-resnet8-sanas", "bc-resnet-1-sanas"])
+def test_backbones_with_exits_export_too(tiny_stream: Path, tmp_path: Path, name: str) -> None:
+    model = build_kws_model(name, num_classes=3, channels=8)
+    assert isinstance(model, SANASKWS)
+    _switching(model)
+    labels = ("a", "b", "c")
+    path = export_model(model, tmp_path / "backbone.onnx", labels)
+    audio = read_wav(tiny_stream / "stream.wav")[: 16000 * 5]
+    reference = run_model_on_audio(model, audio)
+    assert len({tuple(a) for a in reference.architectures}) > 1
+    _assert_same(reference, OnnxStreamingModel(path).run(audio), labels)
+
+
+def test_the_metadata_round_trips(tiny_run: Path, tmp_path: Path) -> None:
+    model, labels = _switching_sanas(tiny_run)
+    point = OperatingPoint(architecture_threshold=0.3, reuse_steps=2)
+    path = export_model(model, tmp_path / "sanas.onnx", labels, point)
+    meta = read_metadata(path)
+    assert meta["labels"] == list(labels)
+    assert meta["operating_point"] == point.to_dict()
+    assert (meta["sample_rate"], meta["step_frames"], meta["window_frames"]) == (16000, 20, 101)
+    assert meta["detection"]["detection_threshold"] == 0.7
+    assert meta["macs_per_node"] == pytest.approx(MacsCost(model.net).per_node)
+    assert meta["stochastic_nodes"] == list(model.net.stochastic_names)
+    assert meta["family"] == "sanas" and meta["adaptive"]
+    assert meta["controller"]["architecture_threshold"] == 0.3
+    assert meta["tiers"][-1]["macs"] >= meta["tiers"][0]["macs"]
+    runtime = OnnxStreamingModel(path, threads=1)
+    assert runtime.labels == labels and runtime.reuse_steps == 2
+
+
+def test_sanas_export_then_evaluate_gives_the_run_s_scores(
+    tiny_run: Path, tiny_stream: Path, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    onnx_path = tmp_path / "model.onnx"
+    exported = runner.invoke(app, ["export", str(tiny_run), "--out", str(onnx_path)])
+    assert exported.exit_code == 0, exported.output
+    stream = ["--stream-wav", str(tiny_stream / "stream.wav")]
+    stream += ["--stream-labels", str(tiny_stream / "labels.txt")]
+    scores = []
+    for source, name in ((tiny_run, "run.json"), (onnx_path, "onnx.json")):
+        result = runner.invoke(
+            app, ["evaluate", str(source), *stream, "--json", str(tmp_path / name)]
+        )
+        assert result.exit_code == 0, result.output
+        scores.append(json.loads((tmp_path / name).read_text()))
+    keys = ("matched", "correct", "wrong", "false_alarm", "fa_per_hour", "macs_per_step", "steps")
+    assert {k: scores[1][k] for k in keys} == {k: scores[0][k] for k in keys}
+    assert scores[1]["counts"] == scores[0]["counts"]
+    wav = ["--wav", str(tiny_stream / "stream.wav")]
+    lines = [
+        runner.invoke(app, ["stream", str(source), *wav]).output.splitlines()[:-1]
+        for source in (tiny_run, onnx_path)
+    ]
+    assert lines[0] == lines[1]
+
+
+def test_without_onnxruntime_the_error_names_the_extra(
+    tiny_run: Path, tiny_stream: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = export_run(tiny_run, tmp_path / "model.onnx")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    result = CliRunner().invoke(
+        app, ["stream", str(path), "--wav", str(tiny_stream / "stream.wav")]
+    )
+    assert result.exit_code != 0
+    assert "pip install 'sanas[export]'" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_an_exported_model_refuses_a_new_budget(
+    tiny_run: Path, tiny_stream: Path, tmp_path: Path
+) -> None:
+    path = export_run(tiny_run, tmp_path / "model.onnx")
+    wav = ["--wav", str(tiny_stream / "stream.wav")]
+    result = CliRunner().invoke(app, ["stream", str(path), *wav, "--hold-budget", "1e6"])
+    assert result.exit_code != 0 and "sanas export" in result.output
+
+
+def test_export_help_has_an_example() -> None:
+    result = CliRunner().invoke(app, ["export", "--help"])
+    assert result.exit_code == 0 and "sanas export runs/sanas --out" in result.output
