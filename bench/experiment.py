@@ -22,13 +22,8 @@ import re
 from pathlib import Path
 
 from sanas.kws.model.registry import build_kws_model
-from sanas.lab.experiment import (
-    default_specs,
-    format_table,
-    reference_names,
-    run_experiment,
-    target_verdict,
-)
+from sanas.lab.experiment import format_table, run_experiment, target_verdict
+from sanas.lab.experiment_specs import default_specs, reference_names
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/speech_commands_subset"
 

@@ -47,7 +47,8 @@ def demo(
     (about 1.5 minutes, a weaker baseline and wider intervals)
     """
     from sanas.kws.data.synth import SynthError
-    from sanas.lab.demo import format_validation, run_demo
+    from sanas.lab.demo import run_demo
+    from sanas.lab.demo_report import format_validation
 
     for name, value, least in (
         ("--per-word", per_word, 3),

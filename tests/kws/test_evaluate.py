@@ -11,15 +11,8 @@ from typer.testing import CliRunner
 from sanas.cli import app
 from sanas.kws.config import merge_fields
 from sanas.kws.model.networks import KWS_TIERS
-from sanas.lab.experiment import (
-    RunSpec,
-    default_specs,
-    format_table,
-    imitation_streams,
-    reference_names,
-    run_experiment,
-    target_verdict,
-)
+from sanas.lab.experiment import format_table, imitation_streams, run_experiment, target_verdict
+from sanas.lab.experiment_specs import RunSpec, default_specs, reference_names
 
 
 def test_experiment_trains_evaluates_and_writes_table_and_figures(

@@ -22,7 +22,8 @@ from sanas.kws.config import (
     recipe_names,
 )
 from sanas.kws.runs import load_run, read_operating_point, run_config
-from sanas.lab.experiment import default_specs, shared_fields
+from sanas.lab.experiment import shared_fields
+from sanas.lab.experiment_specs import default_specs
 
 NAMED = ("fpool3-sanas", "fpool3-sanas-improved", "fpool3-static", "fpool3-shortcuts",
          "fpool3-bsn", "fpool3-search", "fpool3-imitation")  # fmt: skip

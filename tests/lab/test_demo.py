@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from sanas.cli import app
 from sanas.cli.demo import demo
 from sanas.kws.data.stream_file import read_stream_labels
-from sanas.lab.demo import difference_interval, run_demo, step_classes, wilson_interval
+from sanas.lab.demo import run_demo, step_classes
+from sanas.lab.demo_report import difference_interval, wilson_interval
 
 runner = CliRunner()
 needs_espeak = pytest.mark.skipif(
