@@ -106,7 +106,7 @@ def train_command(
         sanas train --recipe fpool3-sanas-improved --data synth --out runs/sanas
         --set search.lam=1e-8 --set epochs=10
 
-        sanas train --recipe fpool3-imitation --data synth --out runs/imitation
+        sanas train --recipe fpool3-sanas --data synth --out runs/imitation
         --set pretrain.epochs=10 --set imitate.epochs=5
 
         sanas train --data synth --model bsn --budget-mode constrained
@@ -252,8 +252,8 @@ def recipes_command(
     """List the named training recipes, or show one: its file, with the reason for each
     value, and the stages it runs.
 
-    Examples: `sanas recipes`, `sanas recipes fpool3-imitation`; then
-    `sanas train --recipe fpool3-imitation --data DIR --out RUN`.
+    Examples: `sanas recipes`, `sanas recipes fpool3-sanas`; then
+    `sanas train --recipe fpool3-sanas --data DIR --out RUN`.
     """
     from sanas.kws.config import RECIPES_DIR, ConfigError, load_recipe, recipe_names
 

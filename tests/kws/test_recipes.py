@@ -25,8 +25,8 @@ from sanas.kws.runs import load_run, read_operating_point, run_config
 from sanas.lab.experiment import shared_fields
 from sanas.lab.experiment_specs import default_specs
 
-NAMED = ("fpool3-sanas", "fpool3-sanas-improved", "fpool3-static", "fpool3-shortcuts",
-         "fpool3-bsn", "fpool3-search", "fpool3-imitation")  # fmt: skip
+NAMED = ("fpool3-sanas-reference", "fpool3-sanas-improved", "fpool3-static", "fpool3-shortcuts",
+         "fpool3-bsn", "fpool3-search", "fpool3-sanas")  # fmt: skip
 TINY = ["epochs=1", "channels=2", "batch_size=8", "workers=0", "threads=1"]
 
 
@@ -115,10 +115,10 @@ def test_the_recipes_command_lists_and_shows() -> None:
     listed = runner.invoke(app, ["recipes"])
     assert listed.exit_code == 0
     assert all(name in listed.output for name in NAMED)
-    shown = runner.invoke(app, ["recipes", "fpool3-imitation"])
+    shown = runner.invoke(app, ["recipes", "fpool3-sanas"])
     assert "# stages: pretrain fpool3-shortcuts -> imitate a gate" in shown.output
     missing = runner.invoke(app, ["recipes", "nope"])
-    assert missing.exit_code == 2 and "fpool3-bsn, fpool3-imitation" in missing.output
+    assert missing.exit_code == 2 and "fpool3-bsn, fpool3-sanas" in missing.output
 
 
 def test_train_with_a_recipe_and_settings(tone_data: Path, tmp_path: Path) -> None:
@@ -141,7 +141,7 @@ def test_an_imitation_recipe_runs_every_stage_into_one_folder_and_resumes(
 
     out = tmp_path / "run"
     settings = [*TINY, "imitate.epochs=1", "imitate.stream_minutes=1"]
-    recipes.train_recipe("fpool3-imitation", tone_data, out, settings, progress=False)
+    recipes.train_recipe("fpool3-sanas", tone_data, out, settings, progress=False)
     assert (out / "pretrain" / "best.pt").is_file()
     assert (out / "trainstream" / "labels.txt").is_file()
     record = json.loads((out / "imitation.json").read_text())
@@ -155,7 +155,7 @@ def test_an_imitation_recipe_runs_every_stage_into_one_folder_and_resumes(
 
     monkeypatch.setattr(recipes, "imitation_run", never)
     monkeypatch.setattr(recipes, "generate_streaming_test", never)
-    again = recipes.train_recipe("fpool3-imitation", tone_data, out, settings, progress=False)
+    again = recipes.train_recipe("fpool3-sanas", tone_data, out, settings, progress=False)
     assert again.run_dir == out
 
 
@@ -211,13 +211,18 @@ def test_the_imitation_recipe_is_the_experiments_imitation() -> None:
         lams=(), sanas_budgets=(), baseline_epochs=(35,), imitation_gates=("aligned",)
     )
     spec = next(s for s in specs if s.imitation is not None)
-    recipe = load_recipe("fpool3-imitation")
+    recipe = load_recipe("fpool3-sanas")
     assert spec.start_from == "+ shortcuts, 35 epochs" and recipe.pretrain == "fpool3-shortcuts"
     experiment_minutes = 60.0  # the experiment's streams; imitation's is twice as long
     expected = {k: v for k, v in spec.imitation.items() if k != "streams"}
     expected |= {"epochs": 20, "stream_minutes": 2 * experiment_minutes}  # imitation_run's epochs
     assert recipe.imitate == expected
-    assert recipe.operating_point == {"reuse_steps": spec.imitation["reuse_steps"]}
+    # the operating point chosen on validation in docs/results/real-subset-ch16-imitation
+    assert recipe.operating_point == {
+        "architecture_threshold": 0.05,
+        "hold_budget": 0.2 * 16_777_216,  # 1/5 of + shortcuts' MACs per step
+        "reuse_steps": spec.imitation["reuse_steps"],
+    }
 
 
 def test_kws_efficient_sanas_imitates_on_a_backbone_with_exits(
