@@ -121,7 +121,8 @@ class TrainConfig:
     ``workers``: processes preparing sequences beside training (0: none).
     ``limit_train`` / ``limit_val``: only the first N examples (quick runs). ``train_paths``:
     architectures also trained each batch, each given by the nodes it switches on.
-    ``init_from``: a run folder whose best weights start this run (a fresh run only).
+    ``init_from``: a run folder whose best weights start this run (a fresh run only); its
+    graph may lack some of this one's nodes, which keep their fresh initialisation.
     ``sequence``: how training sequences are drawn; ``options``: the SANAS reference's
     quirks (:class:`~sanas.kws.model.kws_model.SANASOptions`); ``search``: how a BSN or
     SANAS model learns its architecture (:class:`SearchConfig`).

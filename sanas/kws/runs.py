@@ -45,6 +45,7 @@ from sanas.kws.run_files import (
     run_lock,
     save_weights,
 )
+from sanas.supernet.graph import SuperNetwork
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
@@ -93,7 +94,13 @@ def make_model(config: TrainConfig, num_classes: int) -> KWSModel:
 def initialize_from(model: KWSModel, config: TrainConfig) -> None:
     """Copy the super network and input normaliser of run ``config.init_from`` (its best
     epoch) into ``model``; raise :class:`ConfigError` when the run is missing or its
-    network differs."""
+    network differs.
+
+    The run's graph may lack some of ``model``'s nodes (a static backbone starting the same
+    backbone with early exits): those keep their fresh initialisation, and the nodes it
+    has may take inputs from them (``features`` summing the new exits). Every node it holds
+    must be ``model``'s, fed by the same nodes, and every tensor it holds must match in shape.
+    """
     source_dir = Path(config.init_from or "")
     try:
         source, source_config = load_run(source_dir)
@@ -105,21 +112,45 @@ def initialize_from(model: KWSModel, config: TrainConfig) -> None:
             f"{source_config.search.holdout} of the speakers, this run {config.search.holdout}: "
             "its network must not have trained on the speakers the search is rewarded on"
         )
-    theirs = source.net.state_dict()
-    ours = model.net.state_dict()
-    mismatched = sorted(
-        name
-        for name in set(theirs) | set(ours)
-        if name not in theirs or name not in ours or theirs[name].shape != ours[name].shape
-    )
-    if mismatched:
+    differences = _graph_differences(source.net, model.net)
+    if differences:
         raise ConfigError(
             f"config field 'init_from': {source_dir} holds another super network "
-            f"(differs in {', '.join(mismatched[:4])}{' …' if len(mismatched) > 4 else ''}); "
-            "it must have the same model graph, channels and task"
+            f"(differs in {', '.join(differences[:4])}{' …' if len(differences) > 4 else ''}); "
+            "it must have the same model graph (or lack only some of this one's nodes), "
+            "channels and task"
         )
-    model.net.load_state_dict(theirs)
+    model.net.load_state_dict(source.net.state_dict(), strict=False)
     model.input_norm.load_state_dict(source.input_norm.state_dict())
+
+
+def _graph_differences(source: SuperNetwork, target: SuperNetwork) -> list[str]:
+    """What keeps ``source``'s weights from starting ``target``: its nodes that ``target``
+    lacks or feeds otherwise (other than from nodes new to ``target``), and its tensors
+    that ``target`` lacks or shapes otherwise; ``target``'s tensors of shared nodes that
+    ``source`` lacks. Empty when ``target`` is ``source`` with some nodes added."""
+    new = set(target.nodes) - set(source.nodes)
+    differences = sorted(set(source.nodes) - set(target.nodes))
+    for name, node in source.nodes.items():
+        if name in target.nodes:
+            inputs = [i for i in target.nodes[name].inputs_tuple if i not in new]
+            if sorted(inputs) != sorted(node.inputs_tuple):
+                differences.append(f"{name}'s inputs")
+    theirs, ours = source.state_dict(), target.state_dict()
+    for key in sorted(set(theirs) | set(ours)):
+        if key not in ours or key not in theirs:
+            if key not in theirs and _node_of(key) in new:
+                continue  # a new node's weights: fresh
+            differences.append(key)
+        elif theirs[key].shape != ours[key].shape:
+            differences.append(key)
+    return differences
+
+
+def _node_of(key: str) -> str | None:
+    """The node whose module holds the state-dict entry ``key`` (None for the network's own)."""
+    prefix, _, rest = key.partition(".")
+    return rest.partition(".")[0] if prefix == "modules_by_node" and rest else None
 
 
 # ------------------------------------------------------------------------ run folder

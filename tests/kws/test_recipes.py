@@ -232,12 +232,17 @@ def test_kws_efficient_sanas_imitates_on_a_backbone_with_exits(
     from sanas.kws.training.gates import gate_tiers
 
     out = tmp_path / "run"
-    settings = [*TINY, "imitate.epochs=1", "imitate.stream_minutes=1"]
+    settings = [*TINY, "imitate.epochs=1", "imitate.stream_minutes=1", "pretrain.epochs=1",
+                "pretrain.pretrain.epochs=1"]  # fmt: skip
     recipes.train_recipe("kws-efficient-sanas", tone_data, out, settings, progress=False)
-    pretrained = run_config(out / "pretrain")
+    static = run_config(out / "pretrain" / "pretrain")  # the static backbone first
+    assert static.model == "tc-resnet8" and static.epochs == 1 and static.channels == 2
+    pretrained = run_config(out / "pretrain")  # then its exits, started from it
     assert pretrained.model == "tc-resnet8-bsn" and pretrained.search.train_cheapest_network
+    assert pretrained.init_from == str(out / "pretrain" / "pretrain") and pretrained.epochs == 1
     model, config = load_run(out)
     assert config.model == "tc-resnet8-sanas" and model.reuse_steps == 2
+    assert read_operating_point(out).architecture_threshold == 0.1
     assert gate_tiers(model)["cheap"] == {"in", "exit_0", "features", "classifier"}
     record = json.loads((out / "imitation.json").read_text())
     assert record["gate"] == "aligned" and 0 < record["gate_share"][0] < 1

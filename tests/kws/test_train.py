@@ -346,6 +346,57 @@ def test_init_from_starts_a_search_from_a_trained_network(tone_data: Path, tmp_p
         train(tiny(tone_data, tmp_path / "lost", init_from=str(tmp_path / "nowhere")))
 
 
+def test_init_from_starts_a_network_with_exits_from_its_static_backbone(
+    tone_data: Path, tmp_path: Path
+) -> None:
+    train(tiny(tone_data, tmp_path / "static", model="tc-resnet8", epochs=1))
+    source, _ = load_run(tmp_path / "static")
+    train_exits = tiny(
+        tone_data,
+        tmp_path / "exits",
+        model="tc-resnet8-bsn",
+        epochs=1,
+        lr=1e-12,  # the weights barely move: what the run holds is what it started from
+        init_from=str(tmp_path / "static"),
+        search={"warmup_epochs": 1000, "train_full_network": True},
+    )
+    train(train_exits)
+    model, _ = load_run(tmp_path / "exits", which="last")
+    ours = model.net.state_dict()
+    # every block's and the classifier's weights (batch norm statistics move in training)
+    for name, weight in source.net.named_parameters():
+        assert torch.allclose(ours[name], weight, atol=1e-6), name
+    new = {name for name in ours if name not in source.net.state_dict()}
+    assert new and {name.split(".")[1] for name in new} == {"exit_0", "exit_1", "exit_2"}
+    assert torch.equal(model.input_norm.mean, source.input_norm.mean)
+    # the other way round the static network lacks the exits; another depth, other blocks
+    with pytest.raises(ConfigError, match=r"'init_from'.*another super network.*exit_0"):
+        train(
+            tiny(
+                tone_data, tmp_path / "back", model="tc-resnet8", init_from=str(tmp_path / "exits")
+            )
+        )
+    with pytest.raises(ConfigError, match=r"'init_from'.*another super network.*shortcut_2"):
+        train(
+            tiny(
+                tone_data,
+                tmp_path / "deep",
+                model="tc-resnet14",
+                init_from=str(tmp_path / "static"),
+            )
+        )
+    with pytest.raises(ConfigError, match=r"'init_from'.*another super network.*running_mean"):
+        train(
+            tiny(
+                tone_data,
+                tmp_path / "wide",
+                model="tc-resnet8-bsn",
+                channels=3,
+                init_from=str(tmp_path / "static"),
+            )
+        )
+
+
 def test_a_budgeted_search_is_judged_by_its_best_epoch_within_the_budget() -> None:
     history = [
         {"epoch": 1, "val_accuracy": 0.9, "val_macs_per_step": 9e6},  # still over the budget
