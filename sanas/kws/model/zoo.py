@@ -21,84 +21,55 @@ from sanas.kws.model.res_kws import res_kws
 from sanas.kws.model.tc_resnet import tc_resnet
 from sanas.supernet.graph import SuperNetwork
 
-
-# ------------------------------------------------------------------- registered models
-def _network(
-    num_classes: int,
-    channels: int,
-    dropout: float,
-    shortcuts: bool = True,
-    fixed_bottlenecks: bool = False,
-) -> SuperNetwork:
-    return cnn_trad_fpool3(
-        num_classes=num_classes,
-        shortcuts=shortcuts,
-        dropout=dropout,
-        channels=channels,
-        fixed_bottlenecks=fixed_bottlenecks,
-    )
+# ------------------------------------------------------------------- cnn-trad-fpool3
+# (name, family, model class, shortcuts, description) of the four cnn-trad-fpool3 models
+FPOOL3_MODELS: tuple[tuple[str, str, type[KWSModel], bool, str], ...] = (
+    ("static", "static", StaticKWS, False,
+     "cnn-trad-fpool3 (Sainath & Parada 2015), every node at every step"),
+    ("static-shortcuts", "static", StaticKWS, True,
+     "cnn-trad-fpool3 + four shortcuts, every node at every step"),
+    ("bsn", "bsn", BSNKWS, True,
+     "Budgeted Super Network: one learned architecture for every step"),
+    ("sanas", "sanas", SANASKWS, True,
+     "SANAS: a recurrent controller picks each step's architecture"),
+)  # fmt: skip
 
 
-@register_model(
-    "static", "cnn-trad-fpool3 (Sainath & Parada 2015), every node at every step", "static"
-)
-def static(
-    *,
-    num_classes: int,
-    channels: int,
-    dropout: float,
-    options: SANASOptions | None,
-    shared_convs: bool,
-    cost_adds: CostAdds,
-) -> KWSModel:
-    net = _network(num_classes, channels, dropout, shortcuts=False)
-    return StaticKWS(net, options, shared_convs, cost_adds)
+def _fpool3_builder(model_class: type[KWSModel], shortcuts: bool) -> ModelBuilder:
+    """The registered builder of cnn-trad-fpool3 (with or without its shortcuts) as a
+    ``model_class`` model; a searched one keeps its bottleneck nodes always on unless its
+    options search them."""
+    searched = model_class is not StaticKWS
+
+    def build(
+        *,
+        num_classes: int,
+        channels: int,
+        dropout: float,
+        options: SANASOptions | None,
+        shared_convs: bool,
+        cost_adds: CostAdds,
+    ) -> KWSModel:
+        options = options or SANASOptions()
+        net = cnn_trad_fpool3(
+            num_classes=num_classes,
+            shortcuts=shortcuts,
+            dropout=dropout,
+            channels=channels,
+            fixed_bottlenecks=searched and not options.search_bottlenecks,
+        )
+        return model_class(net, options, shared_convs, cost_adds)
+
+    return build
 
 
-@register_model(
-    "static-shortcuts", "cnn-trad-fpool3 + four shortcuts, every node at every step", "static"
-)
-def static_shortcuts(
-    *,
-    num_classes: int,
-    channels: int,
-    dropout: float,
-    options: SANASOptions | None,
-    shared_convs: bool,
-    cost_adds: CostAdds,
-) -> KWSModel:
-    net = _network(num_classes, channels, dropout)
-    return StaticKWS(net, options, shared_convs, cost_adds)
+def _register_fpool3() -> None:
+    """Register the four cnn-trad-fpool3 models."""
+    for name, family, model_class, shortcuts, description in FPOOL3_MODELS:
+        register_model(name, description, family)(_fpool3_builder(model_class, shortcuts))
 
 
-@register_model("bsn", "Budgeted Super Network: one learned architecture for every step", "bsn")
-def bsn(
-    *,
-    num_classes: int,
-    channels: int,
-    dropout: float,
-    options: SANASOptions | None,
-    shared_convs: bool,
-    cost_adds: CostAdds,
-) -> KWSModel:
-    options = options or SANASOptions()
-    net = _network(num_classes, channels, dropout, fixed_bottlenecks=not options.search_bottlenecks)
-    return BSNKWS(net, options, shared_convs, cost_adds)
-
-
-@register_model("sanas", "SANAS: a recurrent controller picks each step's architecture", "sanas")
-def sanas(
-    *,
-    num_classes: int,
-    channels: int,
-    dropout: float,
-    options: SANASOptions | None,
-    shared_convs: bool,
-    cost_adds: CostAdds,
-) -> KWSModel:
-    options = options or SANASOptions()
-    net = _network(num_classes, channels, dropout, fixed_bottlenecks=not options.search_bottlenecks)
-    return SANASKWS(net, options, shared_convs, cost_adds)
+_register_fpool3()
 
 
 # ----------------------------------------------------------------- modern backbones
