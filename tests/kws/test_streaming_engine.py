@@ -34,13 +34,7 @@ TIER_0 = ("in", "shortcut_0", "features", "classifier")
 TIER_35 = ("in", "conv_0", "shortcut_1", "features", "classifier")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Batch-1 steps are latency-bound: one thread avoids waiting on a busy second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -27,10 +27,10 @@ from sanas.kws.model.backbone import (
     residual_block,
     scaled,
 )
+from sanas.kws.model.networks import INPUT_SHAPE
 from sanas.supernet.graph import SuperNetwork
 from sanas.supernet.nodes import Node
 
-INPUT_SHAPE = (1, 101, 40)
 BASE_CHANNELS = 8  # BC-ResNet-1's; the widths are multiples of it
 STAGES = (2, 2, 4, 4)  # blocks per stage
 STAGE_WIDTHS = (1.0, 1.5, 2.0, 2.5)  # stage channels, in base channels

@@ -24,10 +24,10 @@ from sanas.kws.model.backbone import (
     residual_block,
     scaled,
 )
+from sanas.kws.model.networks import INPUT_SHAPE
 from sanas.supernet.graph import SuperNetwork
 from sanas.supernet.nodes import Node
 
-INPUT_SHAPE = (1, 101, 40)
 STEM_CHANNELS = 16
 # (channels, stride in time) of each block
 BLOCKS = {

@@ -35,11 +35,12 @@ FPOOL3_MODELS: tuple[tuple[str, str, type[KWSModel], bool, str], ...] = (
 )  # fmt: skip
 
 
-def _fpool3_builder(model_class: type[KWSModel], shortcuts: bool) -> ModelBuilder:
-    """The registered builder of cnn-trad-fpool3 (with or without its shortcuts) as a
-    ``model_class`` model; a searched one keeps its bottleneck nodes always on unless its
-    options search them."""
-    searched = model_class is not StaticKWS
+def _builder(
+    model_class: type[KWSModel],
+    network: Callable[[int, int, float, SANASOptions], SuperNetwork],
+) -> ModelBuilder:
+    """A registered builder: ``network(num_classes, channels, dropout, options)`` makes the
+    super network, ``model_class`` drives it."""
 
     def build(
         *,
@@ -51,16 +52,29 @@ def _fpool3_builder(model_class: type[KWSModel], shortcuts: bool) -> ModelBuilde
         cost_adds: CostAdds,
     ) -> KWSModel:
         options = options or SANASOptions()
-        net = cnn_trad_fpool3(
+        net = network(num_classes, channels, dropout, options)
+        return model_class(net, options, shared_convs, cost_adds)
+
+    return build
+
+
+def _fpool3_builder(model_class: type[KWSModel], shortcuts: bool) -> ModelBuilder:
+    """cnn-trad-fpool3 (with or without its shortcuts) as a ``model_class`` model; a
+    searched one keeps its bottleneck nodes always on unless its options search them."""
+    searched = model_class is not StaticKWS
+
+    def network(
+        num_classes: int, channels: int, dropout: float, options: SANASOptions
+    ) -> SuperNetwork:
+        return cnn_trad_fpool3(
             num_classes=num_classes,
             shortcuts=shortcuts,
             dropout=dropout,
             channels=channels,
             fixed_bottlenecks=searched and not options.search_bottlenecks,
         )
-        return model_class(net, options, shared_convs, cost_adds)
 
-    return build
+    return _builder(model_class, network)
 
 
 def _register_fpool3() -> None:
@@ -102,24 +116,17 @@ BACKBONE_MODELS: tuple[tuple[str, type[KWSModel], str, str], ...] = (
 
 
 def _backbone_builder(backbone: Backbone, model_class: type[KWSModel]) -> ModelBuilder:
-    """The registered builder of ``backbone`` as a ``model_class`` model: the published
-    network for a static model, with early exits for a searched one."""
+    """``backbone`` as a ``model_class`` model: the published network for a static model,
+    with early exits for a searched one."""
     exits = model_class is not StaticKWS
 
-    def build(
-        *,
-        num_classes: int,
-        channels: int,
-        dropout: float,
-        options: SANASOptions | None,
-        shared_convs: bool,
-        cost_adds: CostAdds,
-    ) -> KWSModel:
+    def network(
+        num_classes: int, channels: int, dropout: float, options: SANASOptions
+    ) -> SuperNetwork:
         width = channels / PAPER_CHANNELS
-        net = backbone.graph(num_classes=num_classes, width=width, dropout=dropout, exits=exits)
-        return model_class(net, options, shared_convs, cost_adds)
+        return backbone.graph(num_classes=num_classes, width=width, dropout=dropout, exits=exits)
 
-    return build
+    return _builder(model_class, network)
 
 
 def _register_backbones() -> None:
