@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("sanas.kws.evaluation",),
     ("sanas.kws.export",),
     ("sanas.kws.training",),
+    ("sanas.kws.wakeword", "sanas.kws.sweeps"),
     ("sanas.lab",),
     ("sanas.cli",),
 )
