@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import random
+import shutil
 import socket
 import tarfile
 import threading
@@ -17,11 +18,13 @@ import pytest
 
 from sanas.kws.data.download import (
     COMPLETE_MARKER,
+    PINNED_DIGESTS,
     ArchiveInfo,
     DownloadError,
     archive_names,
     download_speech_commands,
     fetch,
+    read_pinned_digests,
 )
 
 FULL, TEST_SET = archive_names("v0.02")
@@ -247,3 +250,39 @@ def test_missing_file_and_unknown_version(server: Server, tmp_path: Path) -> Non
         download_speech_commands("v0.02", tmp_path, base_url=server.url, progress=False)
     with pytest.raises(DownloadError, match="unknown Speech Commands version"):
         download_speech_commands("v9", tmp_path, base_url=server.url, progress=False)
+
+
+def test_archive_without_published_digest_is_pinned_on_first_download(
+    server: Server, tmp_path: Path
+) -> None:
+    archive = make_archive(CONTENT)
+    server.files = {FULL: archive}
+    download_speech_commands(
+        "v0.02", tmp_path, base_url=server.url, test_set=False, known={}, progress=False
+    )
+    pinned = read_pinned_digests(tmp_path)
+    assert pinned == {FULL: ArchiveInfo(len(archive), hashlib.sha256(archive).hexdigest())}
+    # The server's archive changes (same size): a fresh download into this root is refused.
+    shutil.rmtree(tmp_path / "speech_commands_v0.02")
+    server.files = {FULL: corrupt(archive)}
+    with pytest.raises(DownloadError, match=f"sha256 .* does not match .*{PINNED_DIGESTS}"):
+        download_speech_commands(
+            "v0.02", tmp_path, base_url=server.url, test_set=False, known={}, progress=False
+        )
+    assert not (tmp_path / FULL).exists()
+
+
+def test_a_published_digest_is_not_pinned(server: Server, tmp_path: Path) -> None:
+    archive = make_archive(CONTENT)
+    server.files = {FULL: archive}
+    known = {FULL: ArchiveInfo(len(archive), hashlib.sha256(archive).hexdigest())}
+    download_speech_commands(
+        "v0.02", tmp_path, base_url=server.url, test_set=False, known=known, progress=False
+    )
+    assert read_pinned_digests(tmp_path) == {}
+
+
+def test_a_damaged_digest_table_is_named(tmp_path: Path) -> None:
+    (tmp_path / PINNED_DIGESTS).write_text("[1, 2]")
+    with pytest.raises(DownloadError, match=f"{PINNED_DIGESTS}: not a digest table"):
+        read_pinned_digests(tmp_path)

@@ -4,7 +4,9 @@ The archives live in the storage bucket TensorFlow's ``speech_commands`` example
 download goes to ``<name>.part`` and resumes from there with an HTTP ``Range`` request when
 interrupted; the finished file is checked against a table of known sizes and sha256 digests
 (overridable), or, for an archive the table does not know, against the server's
-Content-Length and a full gzip read (which checks gzip's own CRC and length). Extraction
+Content-Length and a full gzip read (which checks gzip's own CRC and length); such an
+archive's size and sha256 are then pinned in ``<root>/sanas_digests.json``, so every later
+download into that root must match the first one (trust on first use). Extraction
 refuses members whose final path (following the links already extracted) lands outside
 the target folder, links pointing outside it and special files, then uses tarfile's
 ``"data"`` filter where Python has it; a refused archive is deleted.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import shutil
 import tarfile
@@ -32,6 +35,8 @@ VERSIONS = ("v0.01", "v0.02")
 CHUNK = 1 << 20
 # Written into an extracted folder once extraction finished, so a rerun can skip it.
 COMPLETE_MARKER = ".sanas_complete"
+# Size and sha256 of the archives without a published digest, as first downloaded.
+PINNED_DIGESTS = "sanas_digests.json"
 # tarfile's own guard where Python has it (PEP 706: 3.10.12, 3.11.4 and later); without it
 # the checks of _check_member, which follow the links already extracted, hold alone.
 EXTRACT_OPTIONS: dict[str, str] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
@@ -57,7 +62,8 @@ class ArchiveInfo:
 # Sources: TensorFlow Datasets' url_checksums/speech_commands.txt (both v0.02 archives),
 # torchaudio's SPEECHCOMMANDS._CHECKSUMS (v0.01 sha256) and the server's Content-Length
 # (v0.01 size). The v0.01 test set has no published digest (none of these sources lists
-# one, and none was found elsewhere): it is checked by Content-Length and a full gzip read.
+# one, and none was found elsewhere): it is checked by Content-Length and a full gzip read,
+# and pinned on first download (PINNED_DIGESTS).
 KNOWN_ARCHIVES: dict[str, ArchiveInfo] = {
     "speech_commands_v0.01.tar.gz": ArchiveInfo(
         1489096277, "743935421bb51cccdb6bdd152e04c5c70274e935c82119ad7faeec31780d811d"
@@ -106,17 +112,21 @@ def download_speech_commands(
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     names = archive_names(version)
+    pinned = read_pinned_digests(root)
     dirs: list[Path] = []
     for name in names if test_set else names[:1]:
         target = root / name.removesuffix(".tar.gz")
         if not (target / COMPLETE_MARKER).is_file():
+            published = known.get(name)
             archive = fetch(
                 f"{base_url.rstrip('/')}/{name}",
                 root / name,
-                expected=known.get(name),
+                expected=published if published and published.sha256 else pinned.get(name),
                 progress=progress,
                 timeout=timeout,
             )
+            if not (published and published.sha256) and name not in pinned:
+                pin_digest(root, archive)
             try:
                 safe_extract(archive, target)
             except UnsafeArchiveError:
@@ -163,6 +173,41 @@ def fetch(
     return dest
 
 
+def read_pinned_digests(root: Path) -> dict[str, ArchiveInfo]:
+    """The digests pinned in ``root`` by earlier downloads (none when there is no file)."""
+    path = root / PINNED_DIGESTS
+    if not path.is_file():
+        return {}
+    try:
+        entries = json.loads(path.read_text())
+        return {name: ArchiveInfo(int(e["size"]), str(e["sha256"])) for name, e in entries.items()}
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise DownloadError(
+            f"{path}: not a digest table written by sanas ({error}); delete it to pin afresh"
+        ) from error
+
+
+def pin_digest(root: Path, archive: Path) -> None:
+    """Record ``archive``'s size and sha256 in ``root``'s pinned digests (atomically)."""
+    entries = {
+        name: {"size": info.size, "sha256": info.sha256}
+        for name, info in read_pinned_digests(root).items()
+    }
+    entries[archive.name] = {"size": archive.stat().st_size, "sha256": file_sha256(archive)}
+    part = root / (PINNED_DIGESTS + ".part")
+    part.write_text(json.dumps(entries, indent=2) + "\n")
+    part.replace(root / PINNED_DIGESTS)
+
+
+def file_sha256(path: Path) -> str:
+    """The hex sha256 of the file at ``path``, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def verify(path: Path, expected: ArchiveInfo) -> None:
     """Check ``path`` against the known size and sha256, else read it through gzip.
 
@@ -173,13 +218,11 @@ def verify(path: Path, expected: ArchiveInfo) -> None:
     if expected.size is not None and size != expected.size:
         raise DownloadError(f"{path}: size {size} bytes, expected {expected.size}")
     if expected.sha256 is not None:
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            while chunk := f.read(CHUNK):
-                digest.update(chunk)
-        if digest.hexdigest() != expected.sha256.lower():
+        digest = file_sha256(path)
+        if digest != expected.sha256.lower():
             raise DownloadError(
-                f"{path}: sha256 {digest.hexdigest()} does not match expected {expected.sha256}"
+                f"{path}: sha256 {digest} does not match expected {expected.sha256} (published, "
+                f"or pinned in {path.parent / PINNED_DIGESTS} by this folder's first download)"
             )
         return
     try:
