@@ -7,7 +7,8 @@ them all on two streams of --minutes each (one from the validation list, to choo
 from the testing list, to report), writes table.csv/json/txt, cost_accuracy.png (Figure 5),
 cost_per_class.png (Figure 6) and fa_fr_curve.png in --out, and says whether the SANAS point
 chosen on validation matches + shortcuts on the test stream at <= 1/5 of its MACs. Each
-SANAS run gives one point per --arch-thresholds operating point of its controller.
+SANAS run gives one point per --arch-thresholds operating point of its controller. The runs
+are trials of a sweep on Ray Tune (the extra sanas[sweep]), --jobs at once.
 --imitation-gates adds SANAS runs whose controller imitates a gate that knew the ground
 truth (sanas.kws.training.imitation), on the network of the longest-trained + shortcuts run.
 
@@ -128,7 +129,9 @@ def main() -> None:
         "judged against the best of them on validation (e.g. 25)",
     )
     parser.add_argument("--bsn-budget", type=float, default=3e6)
-    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="runs trained at once (trials of a Ray Tune sweep)"
+    )
     parser.add_argument(
         "--only",
         default="",

@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/streaming.py --json /tmp/bench_streaming.json
     .venv/bin/python bench/streaming.py --audio stream.wav --model-run runs/sanas --json out.json
+    .venv/bin/python bench/streaming.py --backend torch,onnx,onnx-int8 --streams 1,8,64 \
+        --threads 1 --audio stream.wav --model-run runs/sanas --json out.json
 
 Everything is measured side by side in one process (see sanas/lab/bench_streaming.py);
 the same runs as `sanas bench streaming`.
@@ -14,6 +16,7 @@ import json
 from pathlib import Path
 
 from sanas.kws.data.audio import read_wav
+from sanas.lab.bench_onnx import parse_backends, parse_streams
 from sanas.lab.bench_streaming import parse_mix, run_streaming_benchmark
 
 
@@ -26,6 +29,8 @@ def main() -> None:
     parser.add_argument("--mix", help="tier fractions without a run, e.g. 0.52M=0.5,full=0.5")
     parser.add_argument("--threads", type=int, help="batch-1 threads (default: measured)")
     parser.add_argument("--rounds", type=int, default=12, help="timed rounds of 10 steps")
+    parser.add_argument("--backend", default="torch", help="e.g. torch,onnx,onnx-int8")
+    parser.add_argument("--streams", default="1,8,64", help="stream counts, e.g. 1,8,64")
     args = parser.parse_args()
     result = run_streaming_benchmark(
         audio=None if args.audio is None else read_wav(args.audio),
@@ -33,6 +38,8 @@ def main() -> None:
         mix=None if args.mix is None else parse_mix(args.mix),
         threads=args.threads,
         rounds=args.rounds,
+        backends=parse_backends(args.backend),
+        streams=parse_streams(args.streams),
     )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

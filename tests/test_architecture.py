@@ -31,6 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("sanas.kws.wakeword", "sanas.kws.sweeps"),
     ("sanas.lab",),
     ("sanas.cli",),
+    ("sanas.__main__",),  # python -m sanas: the cli
 )
 ROOTS = ("sanas", "sanas.kws")  # bare package folders: they import nothing
 EXTRAS = ("onnx", "onnxruntime", "sounddevice", "ray", "optuna", "pocketsphinx")

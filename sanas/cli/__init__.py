@@ -18,6 +18,9 @@ from sanas.cli.errors import ReportingGroup, fail
 from sanas.cli.evaluate import register as register_evaluate
 from sanas.cli.export import register as register_export
 from sanas.cli.kws import register as register_kws
+from sanas.cli.listen import register as register_listen
+from sanas.cli.sweep import register as register_sweep
+from sanas.cli.wakeword import wakeword_app
 
 if TYPE_CHECKING:
     from sanas.supernet.graph import SuperNetwork
@@ -37,10 +40,13 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
+app.add_typer(wakeword_app, name="wakeword")
 register_kws(app)
 register_evaluate(app)
 register_export(app)
 register_demo(app)
+register_listen(app)
+register_sweep(app)
 example_app = typer.Typer(help="Runnable examples of the general core.", no_args_is_help=True)
 app.add_typer(example_app, name="example")
 

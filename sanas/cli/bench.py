@@ -44,6 +44,16 @@ def streaming(
     rounds: Annotated[int, typer.Option(help="Timed rounds of 10 steps per row.")] = 12,
     train_batch: Annotated[int, typer.Option(help="3 s sequences per training batch.")] = 16,
     train_rounds: Annotated[int, typer.Option(help="Timed training batches.")] = 4,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="Backends, comma-separated: torch (always), onnx (ONNX Runtime, fp32), "
+            "onnx-int8 (sanas export --int8); the same rows on each, in the same run."
+        ),
+    ] = "torch",
+    streams: Annotated[
+        str, typer.Option(help="Stream counts of the many-streams rows, e.g. 1,8,64.")
+    ] = "1,8,64",
 ) -> None:
     """Time streaming inference and training: static window by window vs cached, SANAS
     cost tiers and a mix, real-time factor, training windows per second.
@@ -53,13 +63,20 @@ def streaming(
     per-step architectures when --model-run is given (pass real speech with --audio), else
     a random schedule with the --mix fractions.
 
-    Example: `sanas bench streaming --json bench_streaming.json`
+    Example: `sanas bench streaming --json bench_streaming.json`; every backend, with a
+    trained run's own choices on a real stream: `sanas bench streaming --backend
+    torch,onnx,onnx-int8 --model-run runs/sanas --audio stream/stream.wav --threads 1`;
+    a quick check that it all runs: `sanas bench streaming --backend torch,onnx-int8
+    --threads 1 --seconds 6 --rounds 1 --streams 1,2 --train-batch 1 --train-rounds 1`
     """
     from sanas.kws.data.audio import read_wav
+    from sanas.lab.bench_onnx import parse_backends, parse_streams
     from sanas.lab.bench_streaming import parse_mix, run_streaming_benchmark
 
     try:
         result = run_streaming_benchmark(
+            backends=parse_backends(backend),
+            streams=parse_streams(streams),
             audio=None if audio is None else read_wav(audio),
             model_run=model_run,
             mix=None if mix is None else parse_mix(mix),
@@ -70,7 +87,7 @@ def streaming(
             train_rounds=train_rounds,
             echo=typer.echo,
         )
-    except (OSError, ValueError) as err:
+    except (ImportError, OSError, ValueError) as err:
         raise fail(err) from None
     if json_out is not None:
         json_out.write_text(json.dumps(result, indent=2))

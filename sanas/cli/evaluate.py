@@ -26,6 +26,10 @@ HOLD_BUDGET_HELP = (
     "cannot pay for runs the cheapest path."
 )
 RUN_HELP = "Training run folder (from `sanas train`), or a .onnx file from `sanas export`."
+THREADS_HELP = (
+    "Threads per stream: torch's, or ONNX Runtime's intra-op threads (default 1: a step is "
+    "a chain of small operations, which a second, busy core only delays)."
+)
 REUSE_STEPS_HELP = (
     "The cheap steps after a costlier one reuse its output (default: the run's operating "
     "point, e.g. 2 for imitation runs; 0: none)."
@@ -48,6 +52,7 @@ def evaluate(
     arch_threshold: float = typer.Option(None, help=ARCH_THRESHOLD_HELP),
     hold_budget: float = typer.Option(None, help=HOLD_BUDGET_HELP),
     reuse_steps: int = typer.Option(None, help=REUSE_STEPS_HELP),
+    threads: int = typer.Option(1, min=1, help=THREADS_HELP),
 ) -> None:
     """Score a run on a streaming test file: Matched / Correct / Wrong / False alarm.
 
@@ -81,12 +86,12 @@ def evaluate(
             _onnx_options(arch_threshold, hold_budget)
             _audio_notes(stream_wav)
             result = evaluate_onnx(
-                run, stream_wav, stream_labels, json_out, reuse_steps=reuse_steps
+                run, stream_wav, stream_labels, json_out, threads=threads, reuse_steps=reuse_steps
             )
         else:
             point = _operating_point(run, arch_threshold, hold_budget, reuse_steps)
             _audio_notes(stream_wav)
-            result = evaluate_run(run, stream_wav, stream_labels, json_out, point)
+            result = evaluate_run(run, stream_wav, stream_labels, json_out, point, threads)
     except (ImportError, OSError, ValueError) as err:
         raise fail(str(err)) from None
     scores = result.to_dict()
@@ -156,6 +161,7 @@ def stream(
     arch_threshold: float = typer.Option(None, help=ARCH_THRESHOLD_HELP),
     hold_budget: float = typer.Option(None, help=HOLD_BUDGET_HELP),
     reuse_steps: int = typer.Option(None, help=REUSE_STEPS_HELP),
+    threads: int = typer.Option(1, min=1, help=THREADS_HELP),
 ) -> None:
     """Run a trained model over a recording and print its detections as they would fire.
 
@@ -171,7 +177,7 @@ def stream(
     from sanas.kws.runs import load_run
 
     if run.suffix == ".onnx":
-        return _stream_onnx(run, wav, as_json, arch_threshold, hold_budget, reuse_steps)
+        return _stream_onnx(run, wav, as_json, (arch_threshold, hold_budget), reuse_steps, threads)
     try:
         point = _operating_point(run, arch_threshold, hold_budget, reuse_steps)
         model, config = load_run(run, point=point)
@@ -181,7 +187,7 @@ def stream(
         raise fail(str(err)) from None
     labels = tuple(kws_task(config.task).labels)
     try:
-        result = run_model_on_audio(model, audio, budget=point.hold_budget)
+        result = run_model_on_audio(model, audio, threads=threads, budget=point.hold_budget)
     except ValueError as err:
         raise fail(f"{wav}: {err}") from None
     _print_detections(result, labels, as_json, len(audio))
@@ -191,23 +197,27 @@ def _stream_onnx(
     path: Path,
     wav: Path,
     as_json: bool,
-    threshold: float | None,
-    budget: float | None,
+    fixed_options: tuple[float | None, float | None],
     reuse_steps: int | None,
+    threads: int,
 ) -> None:
-    """``sanas stream`` on an exported model, run by ONNX Runtime."""
+    """``sanas stream`` on an exported model, run by ONNX Runtime (``fixed_options``: the
+    --arch-threshold and --hold-budget given, which it refuses)."""
     from sanas.kws.data.audio import read_wav
 
     try:
         from sanas.kws.export.runtime import OnnxStreamingModel
 
-        _onnx_options(threshold, budget)
-        model = OnnxStreamingModel(path, reuse_steps=reuse_steps)
+        _onnx_options(*fixed_options)
+        model = OnnxStreamingModel(path, threads=threads, reuse_steps=reuse_steps)
         _audio_notes(wav)
         audio = read_wav(wav)
+    except (ImportError, OSError, ValueError) as err:  # their messages name the file
+        raise fail(str(err)) from None
+    try:
         result = model.run(audio)
-    except (ImportError, OSError, ValueError) as err:
-        raise fail(f"{path}: {err}") from None
+    except ValueError as err:
+        raise fail(f"{wav}: {err}") from None
     _print_detections(result, model.labels, as_json, len(audio))
 
 

@@ -14,6 +14,15 @@ import typer
 
 from sanas.cli.errors import check_writable, fail
 
+# The --data option of the commands that train: a Speech Commands folder.
+DataOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Speech Commands folder (real, or `sanas data synth`).",
+        envvar="SANAS_SPEECH_COMMANDS",
+    ),
+]
+
 # Flags of `sanas train` and the config fields they set.
 FLAG_FIELDS = {
     "model": "model",
@@ -35,13 +44,7 @@ def train_command(
         str | None,
         typer.Option(help="A named recipe (see `sanas recipes`): its settings and stages."),
     ] = None,
-    data: Annotated[
-        Path | None,
-        typer.Option(
-            help="Speech Commands folder (real, or `sanas data synth`).",
-            envvar="SANAS_SPEECH_COMMANDS",
-        ),
-    ] = None,
+    data: DataOption = None,
     out: Annotated[
         Path | None, typer.Option(help="Run folder; rerun the same command to resume it.")
     ] = None,

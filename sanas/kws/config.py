@@ -23,6 +23,7 @@ import yaml
 from sanas.kws.data.sequences import (
     SequenceConfig,
 )
+from sanas.kws.data.speech_commands import kws_task
 from sanas.kws.model.options import SANASOptions
 from sanas.kws.model.registry import model_family, model_names
 
@@ -185,7 +186,8 @@ class TrainConfig:
               for name in ("time_masks", "time_mask_frames", "freq_masks", "freq_mask_bins")),
             ("device", self.device, self.device == "auto" or _valid_device(self.device),
              "must be auto, cpu, cuda or cuda:N"),
-            ("task", self.task, self.task in ("12", "35"), "must be '12' or '35'"),
+            ("task", self.task, _valid_task(self.task),
+             "must be '12', '35' or 'wake:<label>' (a lower-case label, e.g. 'wake:computer')"),
             ("threads", self.threads, self.threads >= 0, "must be >= 0"),
             ("workers", self.workers, self.workers >= 0, "must be >= 0"),
             ("limit_train", self.limit_train, self.limit_train is None or self.limit_train >= 1,
@@ -231,6 +233,14 @@ class TrainConfig:
         if legacy and isinstance(values.get("options"), dict):
             values["options"] = {k: v for k, v in values["options"].items() if k != "gamma"}
         return _dataclass_from_dict(cls, values, "").validate()
+
+
+def _valid_task(name: str) -> bool:
+    try:
+        kws_task(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _valid_device(name: str) -> bool:

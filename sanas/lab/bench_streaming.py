@@ -9,7 +9,10 @@ in interleaved rounds (so that a busy neighbour slows all of them alike):
   (≈0.52M, ≈35M, full) and at a mix of tiers on a stream -- a trained model's own choices
   when a run folder is given, else a random schedule with given tier fractions;
 - the ratio of measured time to MAC ratio, MACs per window (the paper) and executed;
-- the same tiers for 8 streams batched (a server), per stream-step;
+- the static network and each tier for many streams batched (a server; 1, 8 and 64 by
+  default): stream-steps per second;
+- the same rows on other backends (``backends``: ONNX Runtime fp32 and int8, exported by
+  :mod:`sanas.lab.bench_onnx`), with their real-time factors and model file sizes;
 - where the time goes: each node's ms per step in context (the engine's kernels) and its
   GMAC/s (the JSON adds the GB/s at which it reads its weights), and the static steps
   split into features, convolutions, dense layers and the rest (per-step overhead);
@@ -21,15 +24,15 @@ in interleaved rounds (so that a busy neighbour slows all of them alike):
 - training windows per second, plain vs shared convolutions (forward + backward).
 
 The timed cases live in :mod:`sanas.lab.bench_timing`, the table in
-:mod:`sanas.lab.bench_table`. The optional ONNX Runtime comparison is not implemented
-(onnxruntime is not a dependency).
+:mod:`sanas.lab.bench_table`, the ONNX Runtime models in :mod:`sanas.lab.bench_onnx`.
 """
 
 from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Callable, Mapping
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,7 @@ from sanas.kws.data.speech_commands import kws_task, labels_12
 from sanas.kws.model.networks import cnn_trad_fpool3
 from sanas.kws.runs import load_run
 from sanas.kws.streaming.engine import StreamingEngine, engine_for_model
+from sanas.lab.bench_onnx import export_models, file_mb, onnx_runners
 from sanas.lab.bench_table import format_table
 from sanas.lab.bench_timing import (
     CHUNK,
@@ -120,7 +124,8 @@ def run_streaming_benchmark(
     per_round: int = 10,
     train_batch: int = 16,
     train_rounds: int = 4,
-    streams: int = 8,
+    streams: Sequence[int] = (1, 8, 64),
+    backends: Sequence[str] = ("torch",),
     seed: int = 0,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -137,13 +142,17 @@ def run_streaming_benchmark(
         train_threads: torch threads for the training rows (default: torch's default).
         rounds, per_round: timed steps per configuration = rounds × per_round (about).
         train_batch, train_rounds: sequences of 3 s per training batch, timed batches.
-        streams: streams of the multi-stream rows (one batch per step, same architecture).
+        streams: stream counts of the multi-stream rows (one batch per step, same
+            architecture; 1 is always measured, as the baseline of the speed-up).
+        backends: ``torch`` and any of ``onnx``, ``onnx-int8``
+            (:data:`~sanas.lab.bench_onnx.BACKENDS`): the same rows on ONNX Runtime.
     """
     torch.manual_seed(seed)
     audio, chunks = _audio_chunks(audio, seconds, seed)
     static = cnn_trad_fpool3().eval()
     supernet = cnn_trad_fpool3(shortcuts=True).eval()
     mix_engine, labels, mix_source = _mix_row_engine(supernet, model_run, mix, len(chunks), seed)
+    streams = tuple(sorted({1, *streams}))
     engines = _configurations(static, supernet, mix_engine, streams)
     default_threads = torch.get_num_threads()
     train_threads = train_threads or default_threads
@@ -151,9 +160,11 @@ def run_streaming_benchmark(
         by_threads = {} if threads is not None else static_by_threads(static, chunks, per_round)
         threads = threads or int(min(by_threads, key=by_threads.__getitem__))
         torch.set_num_threads(threads)
-        timed, rtf, breakdowns = _time_configurations(
-            engines, audio, chunks, labels, rounds, per_round
-        )
+        with tempfile.TemporaryDirectory() as folder:
+            files = _add_backends(engines, backends, Path(folder), supernet, model_run, threads)
+            timed, rtf, breakdowns = _time_configurations(
+                engines, audio, chunks, labels, rounds, per_round
+            )
         bandwidth = gemv_bandwidth()
         torch.set_num_threads(train_threads)
         train = training_rate(batch=train_batch, rounds=train_rounds, seed=seed)
@@ -167,7 +178,7 @@ def run_streaming_benchmark(
         "static_cached_ms_by_threads": by_threads,
         "train_threads": train_threads,
     }
-    measured = _Measured(machine, timed, rtf, breakdowns, bandwidth, train)
+    measured = _Measured(machine, timed, rtf, breakdowns, bandwidth, train, files)
     result = _result(measured, supernet, streams, mix_source)
     for line in format_table(result):
         echo(line)
@@ -209,7 +220,10 @@ def _mix_row_engine(
 
 
 def _configurations(
-    static: SuperNetwork, supernet: SuperNetwork, mix_engine: StreamingEngine, streams: int
+    static: SuperNetwork,
+    supernet: SuperNetwork,
+    mix_engine: StreamingEngine,
+    streams: Sequence[int],
 ) -> dict[str, Any]:
     """Every timed runner, by row name."""
     engines: dict[str, Any] = {
@@ -221,10 +235,34 @@ def _configurations(
     for tier in TIERS:
         engines[f"tier {tier}"] = StreamingEngine(supernet, tier_policy(supernet, tier))
     engines["mix"] = mix_engine
-    for tier in TIERS:
-        many = ManyStreams(supernet, tier_policy(supernet, tier), streams)
-        engines[f"{streams} streams, tier {tier}"] = many
+    for count in streams:
+        engines[f"{count} streams, static"] = ManyStreams(static, None, count)
+        for tier in TIERS:
+            many = ManyStreams(supernet, tier_policy(supernet, tier), count)
+            engines[f"{count} streams, tier {tier}"] = many
     return engines
+
+
+def _add_backends(
+    engines: dict[str, Any],
+    backends: Sequence[str],
+    folder: Path,
+    supernet: SuperNetwork,
+    model_run: str | Path | None,
+    threads: int,
+) -> dict[str, dict[str, float]]:
+    """Add the ONNX Runtime runners of each backend but torch to ``engines`` (as
+    ``BACKEND: ROW``), exported into ``folder``; return each backend's file sizes (MB)."""
+    tiers = {tier: tier_architecture(supernet, tier) for tier in TIERS}
+    files = {}
+    for backend in backends:
+        if backend == "torch":
+            continue
+        paths = export_models(folder, tiers, backend == "onnx-int8", model_run)
+        for name, runner in onnx_runners(paths, threads).items():
+            engines[f"{backend}: {name}"] = runner
+        files[backend] = file_mb(paths)
+    return files
 
 
 def _time_configurations(
@@ -240,10 +278,11 @@ def _time_configurations(
     with torch.inference_mode():
         timed = time_steps(engines, chunks, rounds, per_round)
         rtf_audio = audio[: 30 * SAMPLE_RATE]
-        rtf = {
-            name: real_time_factor(engines[name], rtf_audio, labels)
-            for name in ("static_window", "static_cached", "mix")
-        }
+        rtf_rows = ("static_window", "static_cached", "mix")
+        rtf_rows += tuple(
+            n for n in engines if n.endswith((": static_window", ": static_cached", ": point"))
+        )
+        rtf = {name: real_time_factor(engines[name], rtf_audio, labels) for name in rtf_rows}
         breakdowns = {
             name: node_breakdown(engines[name], chunks)
             for name in ("static_window", "static_cached", "tier 35M", "tier full")
@@ -261,10 +300,11 @@ class _Measured:
     breakdowns: dict[str, dict[str, Any]]
     bandwidth: dict[str, float]
     train: dict[str, float]
+    files: dict[str, dict[str, float]]
 
 
 def _result(
-    measured: _Measured, supernet: SuperNetwork, streams: int, mix_source: str
+    measured: _Measured, supernet: SuperNetwork, streams: Sequence[int], mix_source: str
 ) -> dict[str, Any]:
     """The benchmark's JSON: rows, ratios, the memory model and the targets."""
     features_ms = measured.timed["features"].ms()
@@ -283,7 +323,8 @@ def _result(
         },
         "tiers": tiers,
         "mix": _mix_row(rows["mix"], mix_source, features_ms),
-        "multi_stream": {"streams": streams, "tiers": _multi_stream_rows(rows, tiers, streams)},
+        "multi_stream": _multi_stream_rows(rows, streams),
+        "backends": _backend_rows(rows, tiers, measured.rtf, measured.files),
         "rtf": measured.rtf,
         "node_ms": nodes,
         "breakdown_steps": {
@@ -292,7 +333,6 @@ def _result(
         },
         "memory": memory_model(nodes, tiers, features_ms, measured.bandwidth, CONVOLUTIONS),
         "train_windows_per_s": measured.train,
-        "onnx": "not measured (optional; onnxruntime is not a dependency)",
     }
     result["targets"] = _targets(result)
     return result
@@ -327,21 +367,72 @@ def _mix_row(row: Mapping[str, float], source: str, features_ms: float) -> dict[
 
 
 def _multi_stream_rows(
+    rows: Mapping[str, Mapping[str, float]], streams: Sequence[int]
+) -> dict[str, Any]:
+    """The static network and each tier with each count of streams batched: stream-steps
+    per second, ms per stream-step and the speed-up in stream-steps per second of the most
+    streams over one."""
+    networks = ["static", *(f"tier {tier}" for tier in TIERS)]
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for network in networks:
+        table[network] = {
+            str(count): {
+                "ms_per_stream_step": rows[f"{count} streams, {network}"]["ms"] / count,
+                "stream_steps_per_s": 1e3 * count / rows[f"{count} streams, {network}"]["ms"],
+            }
+            for count in streams
+        }
+    most = str(max(streams))
+    speedup = {n: table[n][most]["stream_steps_per_s"] / table[n]["1"]["stream_steps_per_s"]
+               for n in networks}  # fmt: skip
+    return {"streams": list(streams), "rows": table, "speedup": speedup}
+
+
+def _backend_rows(
     rows: Mapping[str, Mapping[str, float]],
     tiers: Mapping[str, Mapping[str, float]],
-    streams: int,
-) -> dict[str, dict[str, float]]:
-    """Each tier with ``streams`` streams batched: ms per stream-step, its time ratio to the
-    full tier's, and the batch-1 executed MAC ratio beside it."""
-    batched = {tier: rows[f"{streams} streams, tier {tier}"] for tier in TIERS}
-    return {
-        tier: {
-            "ms_per_stream_step": row["ms"] / streams,
-            "time_ratio": row["ms"] / batched["full"]["ms"],
-            "executed_mac_ratio": tiers[tier]["executed_mac_ratio"],
+    rtf: Mapping[str, float],
+    files: Mapping[str, Mapping[str, float]],
+) -> dict[str, dict[str, Any]]:
+    """Per backend: ms per step of the static window, the cached static step, each tier
+    with its time ratio to the full tier and executed MAC ratio, the
+    trained point (or the torch mix), the real-time factors and the model files (MB)."""
+    backends: dict[str, dict[str, Any]] = {
+        "torch": {
+            "static_window": rows["static_window"]["ms"],
+            "static_cached": rows["static_cached"]["ms"],
+            "tiers": {
+                tier: {key: row[key] for key in ("ms", "time_ratio", "executed_mac_ratio")}
+                for tier, row in tiers.items()
+            },
+            "point": rows["mix"]["ms_mean"],
+            "rtf": {name: value for name, value in rtf.items() if ":" not in name},
+            "file_mb": {f"tier {tier}": row["weight_mb"] for tier, row in tiers.items()},
         }
-        for tier, row in batched.items()
     }
+    for backend, sizes in files.items():
+        full = rows[f"{backend}: tier full"]
+        backends[backend] = {
+            "static_window": rows[f"{backend}: static_window"]["ms"],
+            "static_cached": rows[f"{backend}: static_cached"]["ms"],
+            "tiers": {
+                tier: {
+                    "ms": rows[f"{backend}: tier {tier}"]["ms"],
+                    "time_ratio": rows[f"{backend}: tier {tier}"]["ms"] / full["ms"],
+                    "executed_mac_ratio": rows[f"{backend}: tier {tier}"]["macs_executed"]
+                    / full["macs_executed"],
+                }
+                for tier in TIERS
+            },
+            "point": rows[f"{backend}: point"]["ms_mean"] if "point" in sizes else None,
+            "rtf": {
+                name.removeprefix(f"{backend}: "): value
+                for name, value in rtf.items()
+                if name.startswith(f"{backend}: ")
+            },
+            "file_mb": dict(sizes),
+        }
+    return backends
 
 
 def _tier_weight_bytes(net: SuperNetwork, tier: str) -> float:
@@ -421,6 +512,11 @@ def _targets(result: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         "tier_0.52M_ms_beyond_features": (tiers["0.52M"]["ms_beyond_features"], "<=", 0.2),
         "train_shared_speedup": (result["train_windows_per_s"]["speedup"], ">=", 2.5),
     }
+    many = result["multi_stream"]
+    if len(many["streams"]) > 1:
+        for network, speedup in many["speedup"].items():
+            checks[f"{max(many['streams'])}_streams_speedup_{network}"] = (speedup, ">=", 2.0)
+    checks.update(_backend_targets(result["backends"]))
     return {
         name: {
             "value": value,
@@ -429,3 +525,29 @@ def _targets(result: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         }
         for name, (value, op, bound) in checks.items()
     }
+
+
+def _backend_targets(backends: Mapping[str, Any]) -> dict[str, tuple[float, str, float]]:
+    """Issue 19's targets on the ONNX Runtime backends that were measured."""
+    checks: dict[str, tuple[float, str, float]] = {}
+    if "onnx-int8" in backends:
+        tier = backends["onnx-int8"]["tiers"]["35M"]
+        ratio = tier["time_ratio"] / tier["executed_mac_ratio"]
+        checks["onnx-int8_tier_35M_time_within_1.1x_of_mac_ratio"] = (ratio, "<=", 1.1)
+    if "onnx" in backends:  # the deployed step against a plain export of the window
+        fp32 = backends["onnx"]
+        checks["onnx_static_cached_over_static_window"] = (
+            fp32["static_cached"] / fp32["static_window"],
+            "<=",
+            1.0,
+        )
+    if {"onnx", "onnx-int8"} <= backends.keys():
+        fp32, int8 = backends["onnx"], backends["onnx-int8"]
+        for row in ("static_window", "static_cached"):
+            checks[f"onnx-int8_{row}_over_onnx"] = (int8[row] / fp32[row], "<=", 1.0)
+        for name, mb in int8["file_mb"].items():
+            checks[f"onnx-int8_file_share_{name}"] = (mb / fp32["file_mb"][name], "<=", 0.3)
+    for backend, values in backends.items():
+        if "point" in values["rtf"]:
+            checks[f"{backend}_point_real_time_factor"] = (values["rtf"]["point"], "<=", 0.002)
+    return checks

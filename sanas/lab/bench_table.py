@@ -14,6 +14,10 @@ def format_table(result: Mapping[str, Any]) -> list[str]:
     return [
         *_step_table(result),
         "",
+        *format_streams(result["multi_stream"]),
+        "",
+        *format_backends(result["backends"]),
+        "",
         *_summary(result),
         "",
         "Where the time goes: ms per step of each node in context (GMAC/s executed)",
@@ -40,8 +44,7 @@ def _step_line(label: str, row: Mapping[str, Any], ratios: str = "| |") -> str:
 
 
 def _step_table(result: Mapping[str, Any]) -> list[str]:
-    """The title, then ms and MACs per step of every configuration, then the batched
-    streams' ms per stream-step."""
+    """The title, then ms and MACs per step of every configuration."""
     machine = result["machine"]
     by_threads = machine["static_cached_ms_by_threads"]
     chosen = (
@@ -57,7 +60,6 @@ def _step_table(result: Mapping[str, Any]) -> list[str]:
         f"{cached['macs_executed'] / window['macs_executed']:.3f} |"
     )
     mix = result["mix"]
-    many = result["multi_stream"]
     return [
         f"Streaming benchmark: batch 1, {machine['threads']} thread(s) ({chosen}), "
         f"torch {machine['torch']}; medians per 200 ms step (the mix: mean), features included",
@@ -78,14 +80,73 @@ def _step_table(result: Mapping[str, Any]) -> list[str]:
             for tier, row in result["tiers"].items()
         ),
         _step_line(f"SANAS mix ({mix['source']}; median {mix['ms_median']:.3f} ms)", mix),
-        f"{many['streams']} streams batched, ms per stream-step (time ratio / executed MAC "
-        "ratio to full): "
-        + ", ".join(
-            f"{tier} {row['ms_per_stream_step']:.3f} "
-            f"({row['time_ratio']:.3f} / {row['executed_mac_ratio']:.3f})"
-            for tier, row in many["tiers"].items()
-        ),
     ]
+
+
+def format_streams(many: Mapping[str, Any]) -> list[str]:
+    """Stream-steps per second with each count of streams batched, and the speed-up of
+    the most streams over one."""
+    counts = [str(count) for count in many["streams"]]
+    most = counts[-1]
+    lines = [
+        "Many streams batched (one step of every stream per batch): stream-steps per second",
+        "",
+        "| network | " + " | ".join(f"{c} stream(s)" for c in counts) + f" | {most} vs 1 |",
+        "|---" * (len(counts) + 2) + "|",
+    ]
+    for network, row in many["rows"].items():
+        cells = " | ".join(f"{row[c]['stream_steps_per_s']:.0f}" for c in counts)
+        lines.append(f"| {network} | {cells} | x{many['speedup'][network]:.2f} |")
+    return lines
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def format_backends(backends: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """ms per step of the same rows on each backend (batch 1), a tier's time ratio to the
+    full tier beside its executed MAC ratio, the real-time factors and the model files."""
+    names = list(backends)
+    tiers = list(next(iter(backends.values()))["tiers"])
+    lines = [
+        "Backends, ms per step at batch 1, features included (tiers: ms, time ratio / "
+        "executed MAC ratio to the full tier); on ONNX Runtime, the static window is the "
+        "plain export without state, the other rows the deployed step with row caches",
+        "",
+        "| configuration | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+        "| static, window by window | "
+        + " | ".join(_ms(backends[b]["static_window"]) for b in names)
+        + " |",
+        "| static, cached step | "
+        + " | ".join(_ms(backends[b]["static_cached"]) for b in names)
+        + " |",
+    ]
+    for tier in tiers:
+        cells = []
+        for backend in names:
+            row = backends[backend]["tiers"][tier]
+            cells.append(
+                f"{row['ms']:.3f} ({row['time_ratio']:.3f} / {row['executed_mac_ratio']:.3f})"
+            )
+        lines.append(f"| SANAS tier {tier} | " + " | ".join(cells) + " |")
+    lines += [
+        "| trained SANAS point (torch without a run: the mix) | "
+        + " | ".join(_ms(backends[b]["point"]) for b in names)
+        + " |",
+        "| real-time factor, audio in → detections out | "
+        + " | ".join(
+            ", ".join(f"{k} {v:.4f}" for k, v in backends[b]["rtf"].items()) for b in names
+        )
+        + " |",
+        "| model size, MB (torch: fp32 weights read per step) | "
+        + " | ".join(
+            ", ".join(f"{k} {v:.2f}" for k, v in backends[b]["file_mb"].items()) for b in names
+        )
+        + " |",
+    ]
+    return lines
 
 
 def _summary(result: Mapping[str, Any]) -> list[str]:

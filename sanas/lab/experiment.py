@@ -12,9 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-import multiprocessing
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from sanas.kws.evaluation.evaluate import evaluate_run
 from sanas.kws.evaluation.metrics import CurvePoint, plot_fa_fr_curve
 from sanas.kws.evaluation.plots import ModelPoint, plot_cost_accuracy, plot_cost_per_class
 from sanas.kws.runs import BEST, RunResult, read_operating_point, run_config
+from sanas.kws.sweeps.sweep import grid_space, run_on_ray
 from sanas.kws.training.imitation import (
     IMITATION_RECORD,
     imitation_result,
@@ -240,10 +239,12 @@ def run_experiment(
     ``target_fraction``: the static runs the target is judged against and the share of
     their MACs it allows (:func:`target_verdict`).
 
-    Runs resume where they stopped (rerun the same call after an interruption). A run
-    with ``start_from`` starts once that run has ended. Each run is reported through
-    ``echo`` as it ends; a failed run is reported at once, the others go on (not those
-    that start from it), and the call raises at the end naming every failure.
+    The runs are trials of a sweep on Ray Tune (:func:`~sanas.kws.sweeps.sweep.run_on_ray`,
+    ``jobs`` at once, Ray's files in ``out/ray``), in waves: the runs ready to start, then
+    those that start from a run of an earlier wave (``start_from``). Runs resume where they
+    stopped (rerun the same call after an interruption). Each run is reported through
+    ``echo`` as its wave ends; a failed run does not stop the others (only those that start
+    from it), and the call raises at the end naming every failure.
     """
 
     out = Path(out)
@@ -269,56 +270,52 @@ def run_experiment(
             )
     base = shared_fields(data, epochs, channels, seed, base_fields or {})
 
-    def run_dir(name: str) -> str:
-        return str(out / "runs" / _slug(name))
-
+    context = {"specs": {spec.name: spec for spec in specs}, "base": base, "out": str(out),
+               "thresholds": architecture_thresholds, "held_budget": held_budget}  # fmt: skip
     waiting = list(specs)
-    context = multiprocessing.get_context("spawn")
     rows, failures, ended = [], [], set()
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures: dict[Future[list[dict[str, Any]]], str] = {}
-        while waiting or futures:
-            for spec in [s for s in waiting if s.start_from is None or s.start_from in ended]:
-                waiting.remove(spec)
-                fields = {**base, "out": run_dir(spec.name)}
-                if spec.start_from is not None:
-                    fields["init_from"] = run_dir(spec.start_from)
-                futures[
-                    pool.submit(
-                        _train_and_evaluate,
-                        spec,
-                        fields,
-                        str(out),
-                        architecture_thresholds,
-                        held_budget,
-                    )
-                ] = spec.name
-            if not futures:  # what still waits starts from a run that failed
-                failures += [f"{s.name}: not run ({s.start_from!r} did not end)" for s in waiting]
-                break
-            done, _ = wait(futures, return_when=FIRST_COMPLETED)
-            for future in done:
-                name = futures.pop(future)
-                try:
-                    run_rows = future.result()
-                except Exception as error:  # report now; the other runs go on
-                    failures.append(f"{name}: {error}")
-                    echo(f"run {name!r} failed: {error}")
-                    continue
-                ended.add(name)
-                rows += run_rows
-                for row in run_rows:
-                    echo(
-                        f"run {row['model']!r} done: Matched {row['matched']:.1f}, "
-                        f"Correct {row['correct']:.1f}, "
-                        f"{row['macs_per_step'] / 1e6:.2f}M MACs/step, "
-                        f"trained {row['train_seconds']:.0f} s"
-                    )
+    while waiting:
+        wave = [s.name for s in waiting if s.start_from is None or s.start_from in ended]
+        if not wave:  # what still waits starts from a run that failed
+            failures += [f"{s.name}: not run ({s.start_from!r} did not end)" for s in waiting]
+            break
+        waiting = [s for s in waiting if s.name not in wave]
+        outcomes = run_on_ray(_experiment_trial, context, grid_space("run", wave), out,
+                              max_concurrent=jobs, progress=False)  # fmt: skip
+        for config, metrics, error in outcomes:
+            name = config["run"]
+            if error is not None or metrics is None:
+                failures.append(f"{name}: {error}")
+                echo(f"run {name!r} failed: {error}")
+                continue
+            ended.add(name)
+            rows += metrics["rows"]
+            for row in metrics["rows"]:
+                echo(
+                    f"run {row['model']!r} done: Matched {row['matched']:.1f}, "
+                    f"Correct {row['correct']:.1f}, "
+                    f"{row['macs_per_step'] / 1e6:.2f}M MACs/step, "
+                    f"trained {row['train_seconds']:.0f} s"
+                )
     if failures:
         raise RuntimeError("experiment runs failed: " + "; ".join(failures))
     rows.sort(key=lambda r: (FAMILIES.index(r["family"]), r["macs_per_step"]))
     _write_outputs(rows, out, references, target_fraction)
     return rows
+
+
+def _experiment_trial(config: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """A Ray trial: the run ``config["run"]`` of the experiment (``context``: its specs,
+    shared fields, folder and operating points), trained and scored: {"rows": its rows}."""
+    spec = context["specs"][config["run"]]
+    out = Path(context["out"])
+    fields = {**context["base"], "out": str(out / "runs" / _slug(spec.name))}
+    if spec.start_from is not None:
+        fields["init_from"] = str(out / "runs" / _slug(spec.start_from))
+    rows = _train_and_evaluate(
+        spec, fields, str(out), context["thresholds"], context["held_budget"]
+    )
+    return {"rows": rows}
 
 
 def shared_fields(

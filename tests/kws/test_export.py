@@ -1,12 +1,16 @@
-"""ONNX export of the streaming step and the ONNX Runtime backend (issue 19, step 1): the
-same architectures, posteriors and detections as the torch engine, `If` nodes around the
-skippable nodes, metadata that round-trips, and `sanas export` / `sanas evaluate model.onnx`."""
+"""ONNX export of the streaming step and the ONNX Runtime backend (issue 19): the same
+architectures, posteriors and detections as the torch engine, `If` nodes around the
+skippable nodes, row caches and the feature context carried by the graph from step to step
+(a convolution computes its 20 new rows; one that was off computes its window again),
+metadata that round-trips, and `sanas export` / `sanas evaluate model.onnx`."""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,12 +26,13 @@ from sanas.cli import app
 from sanas.kws.data.audio import read_wav
 from sanas.kws.data.speech_commands import kws_task
 from sanas.kws.evaluation.evaluate import run_model_on_audio
-from sanas.kws.evaluation.metrics import detect
+from sanas.kws.evaluation.metrics import DetectionConfig, detect
 from sanas.kws.export.onnx_export import export_model, export_run, read_metadata
 from sanas.kws.export.runtime import OnnxStreamingModel
 from sanas.kws.model.kws_model import SANASKWS
 from sanas.kws.model.operating_point import OperatingPoint
 from sanas.kws.model.registry import build_kws_model
+from sanas.kws.model.window_forward import STEP_FRAMES, trunk_layout
 from sanas.kws.runs import load_run, sanas_from_run
 from sanas.kws.streaming.engine import StreamRun
 from sanas.supernet.costs import MacsCost
@@ -59,35 +64,71 @@ def _switching(model: SANASKWS) -> SANASKWS:
     return model.eval()
 
 
-def _assert_same(reference: StreamRun, exported: StreamRun, labels: tuple[str, ...]) -> float:
-    """Same steps, architectures, MACs and detections; posteriors within TOLERANCE."""
+def _assert_same(
+    reference: StreamRun,
+    exported: StreamRun,
+    labels: tuple[str, ...],
+    detection: DetectionConfig | None = None,
+) -> float:
+    """Same steps, architectures, MACs and detections (with ``detection``'s settings);
+    posteriors within TOLERANCE."""
     assert len(exported.times_ms) == len(reference.times_ms)
     np.testing.assert_array_equal(exported.architectures, reference.architectures)
     np.testing.assert_array_equal(exported.macs_window, reference.macs_window)
     gap = float(np.abs(exported.posteriors - reference.posteriors).max())
     assert gap < TOLERANCE
     np.testing.assert_allclose(exported.features, reference.features, atol=TOLERANCE)
-    fired = detect(exported.times_ms, exported.posteriors, labels)
-    expected = detect(reference.times_ms, reference.posteriors, labels)
+    fired = detect(exported.times_ms, exported.posteriors, labels, detection)
+    expected = detect(reference.times_ms, reference.posteriors, labels, detection)
     assert [(d.label, d.time_ms) for d in fired] == [(d.label, d.time_ms) for d in expected]
     assert [d.score for d in fired] == pytest.approx([d.score for d in expected], abs=TOLERANCE)
     return gap
 
 
+def _branches(graph: Any) -> Iterator[Any]:
+    """The ``If`` branches of ``graph``, at any depth."""
+    for node in graph.node:
+        for attribute in node.attribute if node.op_type == "If" else ():
+            yield attribute.g
+            yield from _branches(attribute.g)
+
+
+def _branch_nodes(graph: Any) -> Iterator[Any]:
+    """The nodes inside the ``If`` branches of ``graph``, at any depth."""
+    for branch in _branches(graph):
+        yield from branch.node
+
+
 def _if_nodes(path: Path) -> int:
     """How many ``If`` nodes the main graph has; asserts that convolutions run only in
-    their branches (so a skipped node is never computed)."""
+    their branches (so a skipped node, or a cached one's window, is never computed), each
+    with its weight in its own branch (a constant to ONNX Runtime, which then optimises it)."""
     graph = onnx.load(str(path)).graph
-    branches = [
-        inner.op_type
-        for node in graph.node
-        if node.op_type == "If"
-        for attribute in node.attribute
-        for inner in attribute.g.node
-    ]
+    branches = {node.op_type for node in _branch_nodes(graph)}
     if branches:
         assert "Conv" not in {node.op_type for node in graph.node} and "Conv" in branches
+    for branch in _branches(graph):
+        weights = {init.name for init in branch.initializer}
+        assert all(n.input[1] in weights for n in branch.node if n.op_type == "Conv")
     return sum(node.op_type == "If" for node in graph.node)
+
+
+def _cached_nodes(model: SANASKWS) -> tuple[str, ...]:
+    """The trunk nodes whose rows the exported step keeps (conv_0 and conv_1)."""
+    return trunk_layout(model.net).nodes
+
+
+def _expected_executed(model: Any, computed: np.ndarray, macs_window: np.ndarray) -> np.ndarray:
+    """MACs a cached step executes: its window's, less the rows a cached node kept because
+    it also ran at the previous step (``computed``: (steps, nodes) of every node)."""
+    net, layout = model.net, trunk_layout(model.net)
+    executed = macs_window.copy()
+    for name in _cached_nodes(model):
+        column = computed[:, net.index[name]]
+        fresh = np.concatenate([[False], column[:-1]]) & column
+        saved = MacsCost(net).per_node[name] * (1 - STEP_FRAMES / layout.rows[name])
+        executed -= saved * fresh
+    return executed
 
 
 def test_a_static_run_gives_the_engine_s_posteriors(
@@ -98,9 +139,56 @@ def test_a_static_run_gives_the_engine_s_posteriors(
     audio = read_wav(tiny_stream / "stream.wav")
     labels = tuple(kws_task(config.task).labels)
     exported = OnnxStreamingModel(path).run(audio)
+    reference = run_model_on_audio(model, audio)
+    _assert_same(reference, exported, labels)
+    # A fixed architecture: an If only on each cached node's fresh flag.
+    assert _if_nodes(path) == len(read_metadata(path)["caches"]) == 2
+    # The first step computes its windows, the others 20 rows per convolution (the engine's).
+    np.testing.assert_allclose(exported.macs_executed, reference.macs_executed, rtol=1e-9)
+    assert exported.macs_executed[0] == exported.macs_window[0]
+    assert (exported.macs_executed[1:] < exported.macs_window[1:]).all()
+
+
+def test_the_plain_window_export_needs_no_state(
+    tiny_run: Path, tiny_stream: Path, tmp_path: Path
+) -> None:
+    model, config = load_run(tiny_run)
+    labels = tuple(kws_task(config.task).labels)
+    path = export_model(model, tmp_path / "window.onnx", labels, cached=False)
+    runtime = OnnxStreamingModel(path)
+    assert [i.name for i in runtime.session.get_inputs()] == ["frames"]
+    assert read_metadata(path)["caches"] == {} and _if_nodes(path) == 0
+    audio = read_wav(tiny_stream / "stream.wav")[: 16000 * 4]
+    exported = runtime.run(audio)
     _assert_same(run_model_on_audio(model, audio), exported, labels)
-    assert _if_nodes(path) == 0  # a fixed architecture: one plain graph
     np.testing.assert_array_equal(exported.macs_executed, exported.macs_window)
+
+
+def test_the_cached_sanas_step_equals_the_engine_on_a_real_stream(
+    real_run: Path, real_stream: Path, tmp_path: Path
+) -> None:
+    model, labels = _switching_sanas(real_run)
+    names = model.net.stochastic_names
+    with torch.no_grad():  # the cheapest path on, the convolutions on and off in runs
+        model.controller.head.bias[names.index("shortcut_0")] = 10.0
+        for name in ("conv_0", "conv_1", "shortcut_1", "shortcut_2"):
+            model.controller.head.bias[names.index(name)] = 0.5
+    path = export_model(model, tmp_path / "sanas.onnx", labels)
+    audio = read_wav(real_stream / "stream.wav")
+    reference = run_model_on_audio(model, audio)
+    runtime = OnnxStreamingModel(path)
+    exported = runtime.run(audio)
+    # One short epoch and a random controller: a low threshold, so that words fire.
+    detection = DetectionConfig(detection_threshold=0.2)
+    _assert_same(reference, exported, labels, detection)
+    assert detect(reference.times_ms, reference.posteriors, labels, detection)
+    assert read_metadata(path)["caches"].keys() == set(_cached_nodes(model))
+    computed = np.stack(runtime.used)
+    for name in _cached_nodes(model):  # each goes off and comes back on, its cache stale
+        column = computed[:, model.net.index[name]]
+        assert (column[1:] & ~column[:-1]).any() and (column[1:] & column[:-1]).any()
+    expected = _expected_executed(model, computed, exported.macs_window)
+    np.testing.assert_allclose(exported.macs_executed, expected, rtol=1e-9)
 
 
 @pytest.mark.parametrize("held", [False, True])
@@ -221,3 +309,36 @@ def test_an_exported_model_refuses_a_new_budget(
 def test_export_help_has_an_example() -> None:
     result = CliRunner().invoke(app, ["export", "--help"])
     assert result.exit_code == 0 and "sanas export runs/sanas --out" in result.output
+
+
+def test_threads_reach_the_session_and_change_nothing_else(
+    tiny_run: Path, tiny_stream: Path, tmp_path: Path
+) -> None:
+    path = export_run(tiny_run, tmp_path / "model.onnx")
+    options = OnnxStreamingModel(path, threads=2).session.get_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)
+    wav = ["--wav", str(tiny_stream / "stream.wav")]
+    outputs = [
+        CliRunner().invoke(app, ["stream", str(source), *wav, "--threads", threads]).output
+        for source in (tiny_run, path)
+        for threads in ("1", "2")
+    ]
+    assert outputs[0] == outputs[1] and outputs[2] == outputs[3]
+
+
+def test_a_file_that_is_not_a_sanas_model_is_one_line(tiny_stream: Path, tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model")
+    plain = tmp_path / "plain.onnx"
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph([], "empty", [], [])), str(plain))
+    wav = str(tiny_stream / "stream.wav")
+    labels = str(tiny_stream / "labels.txt")
+    for path, says in ((garbage, "not an ONNX model"), (plain, "not a model exported by")):
+        for args in (
+            ["stream", str(path), "--wav", wav],
+            ["evaluate", str(path), "--stream-wav", wav, "--stream-labels", labels],
+        ):
+            result = CliRunner().invoke(app, args)
+            assert result.exit_code == 2 and says in result.output
+            assert result.output.count(str(path)) == 1
+            assert len(result.output.strip().splitlines()) == 1

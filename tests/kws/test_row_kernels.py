@@ -40,8 +40,24 @@ def test_row_conv_equals_the_module(
     rows = torch.randn(batch, out_rows + kt - 1, width, channels)
     expected = _rows(module(_nchw(rows)))
     torch.testing.assert_close(kernel(rows), expected, rtol=0, atol=1e-5)
-    kernel.max_rows = 10_000  # always the GEMM
+    kernel.max_rows = kernel.max_batch = 10_000  # always the GEMM
     torch.testing.assert_close(kernel(rows), expected, rtol=0, atol=1e-5)
+
+
+@torch.no_grad()
+def test_many_streams_run_the_module_not_a_patch_matrix(trunk: dict[str, nn.Module]) -> None:
+    """A cached step's rows go through one GEMM for one stream; for a batch of streams the
+    patch matrix would grow with it (~105 MB at 64), so the module's own convolution runs."""
+    kernel = row_kernel(trunk["conv_1"])
+    assert isinstance(kernel, RowConv)
+    calls: list[int] = []
+    kernel.conv.register_forward_hook(lambda module, inputs, output: calls.append(len(output)))
+    kt = kernel.conv.kernel_size[0]
+    for batch in (1, 8):
+        rows = torch.randn(batch, 20 + kt - 1, 11, 64)
+        expected = _rows(trunk["conv_1"](_nchw(rows)))
+        torch.testing.assert_close(kernel(rows), expected, rtol=0, atol=1e-5)
+    assert calls == [1, 8, 8]  # the reference at batch 1, then the kernel and the reference
 
 
 @torch.no_grad()

@@ -125,13 +125,13 @@ def download_speech_commands(
                 progress=progress,
                 timeout=timeout,
             )
-            if not (published and published.sha256) and name not in pinned:
-                pin_digest(root, archive)
             try:
                 safe_extract(archive, target)
             except UnsafeArchiveError:
                 archive.unlink(missing_ok=True)  # never left in root to be extracted again
                 raise
+            if not (published and published.sha256) and name not in pinned:
+                pin_digest(root, archive)  # only an archive that extracted safely
             if not keep_archives:
                 archive.unlink()
         dirs.append(target)

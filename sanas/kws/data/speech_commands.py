@@ -36,6 +36,8 @@ WORDS_V2 = (
 SPLITS = ("training", "validation", "testing")
 LIST_FILES = {"validation": "validation_list.txt", "testing": "testing_list.txt"}
 MAX_NUM_WAVS_PER_CLASS = 2**27 - 1
+WAKE_TASK_PREFIX = "wake:"  # task "wake:<label>": one wake word against everything else
+WAKE_LABEL_PATTERN = re.compile(r"[a-z0-9][a-z0-9_'-]*")
 
 
 class DatasetError(ValueError):
@@ -219,10 +221,16 @@ class SpeechCommands:
 
 @dataclass(frozen=True)
 class KWSTask:
-    """A label set: class names in output order; silence first, then unknown if any."""
+    """A label set: class names in output order; silence first, then unknown if any.
+
+    ``unknown_percentage``: how many ``_unknown_`` clips an example list draws, as a
+    percentage of the task's own clips (``math.inf``: every one, for a corpus whose
+    negatives were chosen when it was built).
+    """
 
     name: str
     labels: tuple[str, ...]
+    unknown_percentage: float = 10.0
 
     @property
     def num_classes(self) -> int:
@@ -249,7 +257,9 @@ def labels_12() -> list[str]:
 
 
 def kws_task(name: str) -> KWSTask:
-    """``"12"``: the standard task; ``"35"``: every v0.02 word as a class, plus silence.
+    """``"12"``: the standard task; ``"35"``: every v0.02 word as a class, plus silence;
+    ``"wake:<label>"``: a wake word, ``(_silence_, _unknown_, <label>)``, trained on every
+    unknown clip of its corpus (a wake-word corpus is built with its negatives chosen).
 
     The 35-word task keeps ``_silence_`` (class 0) because streaming needs a label for the
     steps between words; it has no ``_unknown_`` class.
@@ -258,7 +268,15 @@ def kws_task(name: str) -> KWSTask:
         return KWSTask("12", tuple(labels_12()))
     if name == "35":
         return KWSTask("35", (SILENCE, *sorted(WORDS_V2)))
-    raise ValueError(f"unknown task {name!r}; expected '12' or '35'")
+    if name.startswith(WAKE_TASK_PREFIX):
+        label = name[len(WAKE_TASK_PREFIX) :]
+        if not WAKE_LABEL_PATTERN.fullmatch(label):
+            raise ValueError(
+                f"task {name!r}: a wake-word label is lower-case letters, digits, _ ' and - "
+                "(e.g. 'wake:smart_mirror')"
+            )
+        return KWSTask(name, (SILENCE, UNKNOWN, label), unknown_percentage=math.inf)
+    raise ValueError(f"unknown task {name!r}; expected '12', '35' or 'wake:<label>'")
 
 
 @dataclass(frozen=True)
@@ -275,14 +293,15 @@ def make_examples(
     task: str | KWSTask = "12",
     seed: int = 0,
     silence_percentage: float = 10.0,
-    unknown_percentage: float = 10.0,
+    unknown_percentage: float | None = None,
 ) -> list[Example]:
     """The shuffled examples of one split, as TensorFlow's ``input_data.py`` builds them.
 
     All clips of the task's words, plus ``ceil(n · silence_percentage / 100)`` silence
     examples and ``ceil(n · unknown_percentage / 100)`` unknown-word clips drawn at random
     from the other words (fewer if the split has fewer), where ``n`` is the number of clips
-    of the task's words. Seeded: the same arguments give the same list.
+    of the task's words and ``unknown_percentage`` defaults to the task's (10 % for the
+    Speech Commands tasks). Seeded: the same arguments give the same list.
     """
     task = kws_task(task) if isinstance(task, str) else task
     if task.name == "35":
@@ -305,7 +324,8 @@ def make_examples(
     n = len(known)
     examples = known + [Example(None, task.silence_index)] * math.ceil(n * silence_percentage / 100)
     rng.shuffle(unknown)
-    examples += unknown[: math.ceil(n * unknown_percentage / 100)]
+    share = task.unknown_percentage if unknown_percentage is None else unknown_percentage
+    examples += unknown[: len(unknown) if math.isinf(share) else math.ceil(n * share / 100)]
     rng.shuffle(examples)
     return examples
 

@@ -8,7 +8,8 @@ also says each filler word (the ``_unknown_`` class); repeated takes of one spea
 and given a faint noise floor, then written as 16-bit PCM:
 ``<out>/<word>/<speaker>_nohash_<k>.wav``. Speakers are split between training, validation
 and testing (``validation_list.txt``, ``testing_list.txt``), so no speaker is in two splits.
-``_background_noise_/`` gets white, pink and brown noise.
+``_background_noise_/`` gets white, pink and brown noise. A "word" may be a phrase of
+several words (its folder joins them with ``_``: ``smart_mirror/``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import subprocess
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import product
@@ -60,7 +61,8 @@ NOISE_COLOURS = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # power spectrum ~ 1 
 NOISE_RMS = 0.0033  # the level of Speech Commands' own white_noise.wav and pink_noise.wav
 NOISE_FLOOR_RMS = 3e-4  # about -70 dBFS: no clip is digital silence
 TRIM_DB = 35.0  # frames this far below the loudest one count as silence
-WORD_PATTERN = re.compile(r"[a-z0-9][a-z0-9'-]*")
+# Words of letters, digits, ' and -, one space apart.
+WORD_PATTERN = re.compile(r"[a-z0-9][a-z0-9'-]*(?: [a-z0-9][a-z0-9'-]*)*")
 
 
 class SynthError(RuntimeError):
@@ -128,20 +130,21 @@ def available_engines() -> tuple[str, ...]:
     return tuple(engine for engine in ("espeak-ng", "flite") if shutil.which(engine))
 
 
-def voice_families(engines: Sequence[str]) -> list[list[Voice]]:
-    """All voice settings, grouped by base voice (one group per espeak-ng voice or flite voice)."""
+def voice_families(engines: Sequence[str], speeds: Sequence[float] = SPEEDS) -> list[list[Voice]]:
+    """All voice settings at ``speeds``, grouped by base voice (one group per espeak-ng voice
+    or flite voice)."""
     families = []
     if "espeak-ng" in engines:
         for base in ESPEAK_VOICES:
             families.append(
                 [
                     Voice("espeak-ng", f"{base}+{variant}" if variant else base, speed, pitch)
-                    for variant, speed, pitch in product(ESPEAK_VARIANTS, SPEEDS, ESPEAK_PITCHES)
+                    for variant, speed, pitch in product(ESPEAK_VARIANTS, speeds, ESPEAK_PITCHES)
                 ]
             )
     if "flite" in engines:
         for name, pitches in FLITE_VOICES.items():
-            families.append([Voice("flite", name, s, p) for s, p in product(SPEEDS, pitches)])
+            families.append([Voice("flite", name, s, p) for s, p in product(speeds, pitches)])
     return families
 
 
@@ -152,29 +155,37 @@ def synthesize_keywords(
     *,
     seed: int = 0,
     unknown_words: Sequence[str] = DEFAULT_UNKNOWN_WORDS,
-    unknown_per_word: int | None = None,
+    unknown_per_word: int | Mapping[str, int] | None = None,
     validation_percentage: float = 10.0,
     testing_percentage: float = 10.0,
     noise_seconds: float = 60.0,
     engines: Sequence[str] | None = None,
+    speeds: Sequence[float] = SPEEDS,
     jobs: int | None = None,
     progress: bool = False,
 ) -> SynthSummary:
     """Render ``per_word`` clips of each word (by ``per_word`` speakers) into ``out_dir``.
 
     ``unknown_per_word`` clips (default: half of ``per_word``, at least one; at most
-    ``per_word``) of each word of ``unknown_words`` come from random speakers of the set.
-    ``noise_seconds`` is the length of each background noise file (0: none).
+    ``per_word``) of each word of ``unknown_words`` come from random speakers of the set;
+    a mapping gives each unknown word its own number.
+    ``noise_seconds`` is the length of each background noise file (0: none). ``speeds``:
+    the speaking rates of the voices, relative to each engine's default.
     ``engines=None`` uses every synthesiser found (espeak-ng, and flite when installed; the
     summary says which). Seeded: the same arguments and synthesiser versions give the same
     files. ``out_dir`` must be absent or empty, so that a dataset never mixes two runs.
     """
     started = time.perf_counter()
     words, unknown_words = _check_words(words, unknown_words)
-    n_unknown = max(1, per_word // 2) if unknown_per_word is None else unknown_per_word
-    if per_word < 1 or n_unknown < 0:
+    if isinstance(unknown_per_word, Mapping):
+        given = {" ".join(w.lower().split()): n for w, n in unknown_per_word.items()}
+        n_unknown = {word: given.get(word, 0) for word in unknown_words}
+    else:
+        n = max(1, per_word // 2) if unknown_per_word is None else unknown_per_word
+        n_unknown = dict.fromkeys(unknown_words, n)
+    if per_word < 1 or min(n_unknown.values(), default=0) < 0:
         raise SynthError(
-            f"need per_word >= 1 and unknown_per_word >= 0, got {per_word}, {n_unknown}"
+            f"need per_word >= 1 and unknown_per_word >= 0, got {per_word}, {unknown_per_word}"
         )
     engines = _check_engines(engines)
     out = Path(out_dir)
@@ -182,10 +193,10 @@ def synthesize_keywords(
         raise SynthError(f"{out}: not empty; synthesize into a new folder")
 
     rng = np.random.default_rng(seed)
-    speakers = pick_speakers(voice_families(engines), per_word, rng)
+    speakers = pick_speakers(voice_families(engines, speeds), per_word, rng)
     takes = _takes(out, words, unknown_words, speakers, n_unknown, rng)
-    for word in {take.word for take in takes}:
-        (out / word).mkdir(parents=True, exist_ok=True)
+    for take in takes:
+        take.path.parent.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
         list(tqdm(pool.map(_render, takes), total=len(takes), disable=not progress, unit="clip"))
 
@@ -194,7 +205,9 @@ def synthesize_keywords(
     )
     for split, list_name in LIST_FILES.items():
         lines = sorted(
-            f"{t.word}/{t.path.name}\n" for t in takes if split_of[t.voice.speaker_id] == split
+            f"{t.path.parent.name}/{t.path.name}\n"
+            for t in takes
+            if split_of[t.voice.speaker_id] == split
         )
         (out / list_name).write_text("".join(lines))
     background: tuple[Path, ...] = ()
@@ -228,39 +241,53 @@ def _takes(
     words: Sequence[str],
     unknown_words: Sequence[str],
     speakers: list[Voice],
-    n_unknown: int,
+    n_unknown: Mapping[str, int],
     rng: np.random.Generator,
 ) -> list[_Take]:
-    """Every clip to render: each speaker says every word, ``n_unknown`` random speakers
-    (at most all) each unknown word; a speaker's repeated takes of a word are numbered."""
+    """Every clip to render: each speaker says every word, ``n_unknown[word]`` random
+    speakers (at most all) each unknown word; a speaker's repeated takes of a word are
+    numbered."""
     said = [(word, voice) for word in words for voice in speakers]
     for word in unknown_words:
-        chosen = sorted(rng.permutation(len(speakers))[: min(n_unknown, len(speakers))])
+        chosen = sorted(rng.permutation(len(speakers))[: min(n_unknown[word], len(speakers))])
         said += [(word, speakers[i]) for i in chosen]
     takes: list[_Take] = []
     repeats: Counter[tuple[str, Voice]] = Counter()
     for word, voice in said:
         name = f"{voice.speaker_id}_nohash_{repeats[(word, voice)]}.wav"
         repeats[(word, voice)] += 1
-        takes.append(_Take(voice, word, out / word / name, int(rng.integers(2**63))))
+        path = out / word_folder(word) / name
+        takes.append(_Take(voice, word, path, int(rng.integers(2**63))))
     return takes
 
 
 def _check_words(
     words: Sequence[str], unknown_words: Sequence[str]
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Lower-cased words, each a valid folder name, with no word in both lists."""
-    words = tuple(w.strip().lower() for w in words)
-    unknown_words = tuple(w.strip().lower() for w in unknown_words)
+    """Lower-cased words (or phrases, single-spaced), with no word in both lists."""
+    words = tuple(" ".join(w.lower().split()) for w in words)
+    unknown_words = tuple(" ".join(w.lower().split()) for w in unknown_words)
     if not words:
         raise SynthError("no words to synthesize")
     for word in (*words, *unknown_words):
         if not WORD_PATTERN.fullmatch(word):
-            raise SynthError(f"cannot synthesize {word!r}: use letters, digits, ' and -")
+            raise SynthError(f"cannot synthesize {word!r}: use words of letters, digits, ' and -")
     both = sorted(set(words) & set(unknown_words))
     if both or len(set(words)) < len(words) or len(set(unknown_words)) < len(unknown_words):
         raise SynthError(f"repeated words (or words also listed as unknown: {both})")
     return words, unknown_words
+
+
+def word_folder(word: str) -> str:
+    """The folder (and class label) of a word or phrase: its words joined by ``_``."""
+    return "_".join(word.split())
+
+
+def spoken_seconds(text: str, voice: Voice) -> float:
+    """How long ``voice`` takes to say ``text`` at its own speed and pitch, silence trimmed."""
+    with tempfile.TemporaryDirectory(prefix="sanas-synth-") as tmp:
+        speech = _speak(voice, text, Path(tmp) / "raw.wav", voice.speed, voice.pitch)
+    return len(speech) / SAMPLE_RATE
 
 
 def pick_speakers(families: list[list[Voice]], n: int, rng: np.random.Generator) -> list[Voice]:
@@ -298,12 +325,7 @@ def _render(take: _Take) -> None:
         espeak = take.voice.engine == "espeak-ng"
         pitch = pitch + rng.uniform(-4, 4) if espeak else pitch * rng.uniform(0.95, 1.05)
     with tempfile.TemporaryDirectory(prefix="sanas-synth-") as tmp:
-        raw = Path(tmp) / "raw.wav"
-        command = take.voice.command(take.word, raw, speed, pitch)
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        if result.returncode != 0 or not raw.is_file():
-            raise SynthError(f"`{' '.join(command)}` failed: {result.stderr.strip()}")
-        speech = _trim(read_wav(raw, SAMPLE_RATE))
+        speech = _speak(take.voice, take.word, Path(tmp) / "raw.wav", speed, pitch)
     if speech.size == 0:
         raise SynthError(f"{take.voice.engine} {take.voice.name} said nothing for {take.word!r}")
     clip = np.zeros(SAMPLE_RATE, dtype=np.float32)
@@ -314,6 +336,15 @@ def _render(take: _Take) -> None:
     clip[offset : offset + len(speech)] = speech * (rng.uniform(0.3, 0.9) / np.abs(speech).max())
     clip += rng.normal(0.0, NOISE_FLOOR_RMS, SAMPLE_RATE).astype(np.float32)
     sf.write(take.path, np.clip(clip, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16")
+
+
+def _speak(voice: Voice, text: str, raw: Path, speed: float, pitch: float | None) -> np.ndarray:
+    """``voice`` saying ``text`` through the wav file ``raw``: 16 kHz, silence trimmed."""
+    command = voice.command(text, raw, speed, pitch)
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0 or not raw.is_file():
+        raise SynthError(f"`{' '.join(command)}` failed: {result.stderr.strip()}")
+    return _trim(read_wav(raw, SAMPLE_RATE))
 
 
 def _trim(x: np.ndarray, frame: int = SAMPLE_RATE // 100, margin: int = 2) -> np.ndarray:

@@ -120,14 +120,15 @@ def evaluate_model_on_stream(
     labels_path: str | os.PathLike[str],
     config: DetectionConfig | None = None,
     budget: float | None = None,
+    threads: int = 1,
 ) -> StreamEvaluation:
     """Run ``model`` over a streaming wav and score it against its ``word,time_ms`` labels
-    (``budget``: held MACs per step, as :func:`run_model_on_audio`). Labels with a word
+    (``budget``, ``threads``: as :func:`run_model_on_audio`). Labels with a word
     outside ``labels``, past the end of the audio, or none at all are a
     :class:`~sanas.kws.data.stream_file.StreamFileError` naming the line."""
     net = model.net
     return score_stream(
-        lambda audio: run_model_on_audio(model, audio, budget=budget),
+        lambda audio: run_model_on_audio(model, audio, threads=threads, budget=budget),
         labels,
         wav_path,
         labels_path,
@@ -197,14 +198,16 @@ def evaluate_run(
     labels_path: str | os.PathLike[str],
     json_path: str | os.PathLike[str] | None = None,
     point: OperatingPoint | None = None,
+    threads: int = 1,
 ) -> StreamEvaluation:
     """Evaluate a training run's best model on a stream at ``point`` (None: the run's own
-    operating point); optionally write the scores, and the point, as JSON."""
+    operating point) with ``threads`` torch threads; optionally write the scores, and the
+    point, as JSON."""
     point = point or read_operating_point(run_dir)
     model, config = load_run(run_dir, point=point)
     labels = tuple(kws_task(config.task).labels)
     evaluation = evaluate_model_on_stream(
-        model, labels, wav_path, labels_path, budget=point.hold_budget
+        model, labels, wav_path, labels_path, budget=point.hold_budget, threads=threads
     )
     if json_path is not None:
         path = Path(json_path)

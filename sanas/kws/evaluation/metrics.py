@@ -165,10 +165,15 @@ class _Smoothed:
     labels: tuple[str, ...]
 
 
-def _smooth(
-    times_ms: np.ndarray, posteriors: np.ndarray, labels: Sequence[str], config: DetectionConfig
-) -> _Smoothed:
-    """Validate a stream and average each step's window, as RecognizeCommands does."""
+def smooth_posteriors(
+    times_ms: np.ndarray,
+    posteriors: np.ndarray,
+    labels: Sequence[str],
+    config: DetectionConfig | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a stream and average each step's window, as RecognizeCommands does: the
+    averaged posteriors (T, C) and whether each step is trusted to fire (T,) booleans."""
+    config = DetectionConfig() if config is None else config
     times = np.asarray(times_ms, dtype=np.float64)
     scores = np.asarray(posteriors, dtype=np.float64)
     names = tuple(labels)
@@ -200,12 +205,21 @@ def _smooth(
     count = np.arange(1, times.shape[0] + 1) - start
     cumulative = np.concatenate([np.zeros((1, scores.shape[1])), np.cumsum(scores, axis=0)])
     averaged = (cumulative[1:] - cumulative[start]) / count[:, None]
-    top_index = averaged.argmax(axis=1)
-    top_score = np.take_along_axis(averaged, top_index[:, None], axis=1)[:, 0]
     reliable = (count >= config.minimum_count) & (
         times - times[start] >= config.averaging_window_ms / 4
     )
-    return _Smoothed(times, top_index, top_score, reliable, names)
+    return averaged, reliable
+
+
+def _smooth(
+    times_ms: np.ndarray, posteriors: np.ndarray, labels: Sequence[str], config: DetectionConfig
+) -> _Smoothed:
+    """:func:`smooth_posteriors` with each step's top label and its averaged score."""
+    averaged, reliable = smooth_posteriors(times_ms, posteriors, labels, config)
+    top_index = averaged.argmax(axis=1)
+    top_score = np.take_along_axis(averaged, top_index[:, None], axis=1)[:, 0]
+    times = np.asarray(times_ms, dtype=np.float64)
+    return _Smoothed(times, top_index, top_score, reliable, tuple(labels))
 
 
 def _fire(smoothed: _Smoothed, threshold: float, suppression_ms: float) -> list[Detection]:
@@ -391,9 +405,14 @@ def operating_front(points: Sequence[CurvePoint]) -> list[CurvePoint]:
     return front
 
 
-def plot_fa_fr_curve(points_by_model: Mapping[str, Sequence[CurvePoint]], path: str | Path) -> Path:
+def plot_fa_fr_curve(
+    points_by_model: Mapping[str, Sequence[CurvePoint]],
+    path: str | Path,
+    y_label: str = "false rejects (% of keywords)",
+) -> Path:
     """Draw each model's :func:`operating_front` as a step line, FA/h (log x, exact 0 kept
-    via symlog) against FR %, over faint markers for every threshold, into ``path``."""
+    via symlog) against FR % (``y_label``, e.g. a wake word's miss rate), over faint
+    markers for every threshold, into ``path``."""
     if not points_by_model:
         raise ValueError("points_by_model is empty: nothing to plot")
     positive = [
@@ -423,7 +442,7 @@ def plot_fa_fr_curve(points_by_model: Mapping[str, Sequence[CurvePoint]], path: 
             alpha=0.25,
         )
     axes.set_xlabel("false alarms per hour")
-    axes.set_ylabel("false rejects (% of keywords)")
+    axes.set_ylabel(y_label)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()
     target = Path(path)

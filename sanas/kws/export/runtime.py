@@ -2,10 +2,14 @@
 run over audio step by step, as the torch engine runs a trained model.
 
 The front end stays in Python (:class:`~sanas.kws.streaming.frontend.IncrementalFeatures`,
-the engine's, so the frames are the same); each completed window of 101 frames goes
-through the ONNX graph with the controller's state of the previous step. The result is the
-engine's :class:`~sanas.kws.streaming.engine.StreamRun`. The graph has no row caches:
-each step computes its window whole, so the MACs executed are the window's MACs.
+the engine's, so the frames are the same). Each step's 20 new frames go through the ONNX
+graph with the state its previous step returned (the feature context, the row caches and
+their fresh flags, the controller's state: every graph output ``NAME_out`` is the next
+step's input ``NAME``); a stream's first step takes its context from its first window and
+starts with every cache stale. The result is the engine's
+:class:`~sanas.kws.streaming.engine.StreamRun`, with the MACs the graph executed. A graph
+exported without caches (``sanas.cached`` false in its metadata) takes each window of 101
+frames whole.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ import torch
 from sanas.kws.data.features import MFCC
 from sanas.kws.evaluation.evaluate import StreamEvaluation, score_stream
 from sanas.kws.evaluation.metrics import DetectionConfig
-from sanas.kws.export.onnx_export import INSTALL_HINT, read_metadata
+from sanas.kws.export import INSTALL_HINT
+from sanas.kws.export.onnx_export import read_metadata
+from sanas.kws.export.quantize import FOLD_DEQUANTIZE
 from sanas.kws.streaming.engine import StepResult, StreamRun
 from sanas.kws.streaming.frontend import IncrementalFeatures
 
@@ -35,6 +41,8 @@ def _session(path: Path, threads: int) -> Any:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.add_session_config_entry(*FOLD_DEQUANTIZE)  # int8 convolution weights → fp32
+    options.log_severity_level = 3  # errors only: not its notes on the exporter's constants
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -77,6 +85,8 @@ class OnnxStreamingModel:
         self.features = IncrementalFeatures(frontend)
         nodes, stochastic = meta["nodes"], meta["stochastic_nodes"]
         self.stochastic_columns = [nodes.index(name) for name in stochastic]
+        self.cached: bool = meta.get("cached", False)
+        self.output_names = [output.name for output in self.session.get_outputs()]
         self.reset()
 
     @property
@@ -92,10 +102,22 @@ class OnnxStreamingModel:
         self.step = 0
         self.used: list[np.ndarray] = []
         self.recent: list[tuple[float, np.ndarray, np.ndarray]] = []
-        controller = self.metadata.get("controller") or {"hidden": 0, "features": 0}
-        self.hidden = np.zeros((1, controller["hidden"]), dtype=np.float32)
-        self.previous = np.zeros((1, controller["features"]), dtype=np.float32)
-        self.balance = np.zeros(1, dtype=np.float64)
+        self.state = self._initial_state()
+
+    def _initial_state(self) -> dict[str, np.ndarray]:
+        """The state inputs of a stream's first step but the context (its first window's):
+        every cache stale, the controller at its start."""
+        state: dict[str, np.ndarray] = {}
+        for name, shape in self.metadata.get("caches", {}).items():
+            state[f"rows_{name}"] = np.zeros((1, *shape), dtype=np.float32)
+            state[f"fresh_{name}"] = np.array(False)
+        if self.adaptive:
+            controller = self.metadata["controller"]
+            state["first"] = np.array(True)
+            state["hidden"] = np.zeros((1, controller["hidden"]), dtype=np.float32)
+            state["previous"] = np.zeros((1, controller["features"]), dtype=np.float32)
+            state["balance"] = np.zeros(1, dtype=np.float64)
+        return state
 
     def feed(self, chunk: np.ndarray) -> list[StepResult]:
         """Append 16 kHz float audio; return the steps it completes."""
@@ -135,31 +157,32 @@ class OnnxStreamingModel:
         return results
 
     def _step(self, window: np.ndarray) -> StepResult:
-        feeds: dict[str, np.ndarray] = {"frames": np.ascontiguousarray(window)}
+        feeds = dict(self.state)
+        if not self.cached:
+            feeds["frames"] = np.ascontiguousarray(window)
+        else:
+            feeds["frames"] = np.ascontiguousarray(window[-self.step_frames :])
+            feeds.setdefault("context", np.ascontiguousarray(window[: -self.step_frames]))
+        outputs = dict(zip(self.output_names, self.session.run(None, feeds), strict=True))
+        for name, value in outputs.items():
+            if name.endswith("_out"):
+                self.state[name.removesuffix("_out")] = value
         if self.adaptive:
-            feeds |= {
-                "first": np.array(self.step == 0),
-                "hidden": self.hidden,
-                "previous": self.previous,
-                "balance": self.balance,
-            }
-        outputs = self.session.run(None, feeds)
-        logits, posteriors, architecture, macs, features, used = outputs[:6]
-        if self.adaptive:
-            self.hidden, self.balance = outputs[6], outputs[7]
-            self.previous = features
-        self.used.append(used[0])
-        cost = float(macs[0])
-        logits, posteriors = self._reuse(cost, logits[0], posteriors[0])
+            self.state["first"] = np.array(False)
+            self.state["previous"] = outputs["features"]
+        self.used.append(outputs["used"][0])
+        cost = float(outputs["macs"][0])
+        executed = float(outputs.get("macs_executed", outputs["macs"])[0])
+        logits, posteriors = self._reuse(cost, outputs["logits"][0], outputs["posteriors"][0])
         result = StepResult(
             step=self.step,
             time_ms=self.step * self.step_ms,
             logits=torch.from_numpy(logits),
             posteriors=torch.from_numpy(posteriors),
-            architecture=torch.from_numpy(architecture[0].astype(bool)),
-            features=torch.from_numpy(features[0]),
+            architecture=torch.from_numpy(outputs["architecture"][0].astype(bool)),
+            features=torch.from_numpy(outputs["features"][0]),
             macs_window=cost,
-            macs_executed=cost,
+            macs_executed=executed,
         )
         self.step += 1
         return result

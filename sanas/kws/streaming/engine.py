@@ -22,7 +22,9 @@ size 1, or over many streams at once, and does real work only where the papers c
   steps off).
 - **Kernels.** The nodes run as :mod:`sanas.kws.streaming.row_kernels` made from their modules at
   construction (:attr:`MultiStreamEngine.kernels`): a cached step's 20 rows of a
-  convolution as one GEMM over their patches, with pooling, bias and ReLU fused after it;
+  convolution as one GEMM over their patches for one stream (the network's own
+  convolution for a batch of streams, whose patch matrix would outgrow the caches), with
+  pooling, bias and ReLU fused after it;
   dense layers fed by the trunk on its time-major rows (their weights' columns permuted
   once, refreshed when a weight changes); batch-1 dense layers as matrix-vector products.
 - **Skipping.** The step's used set comes from a policy (:class:`ArchitecturePolicy`). Each

@@ -5,10 +5,10 @@ The engine (:mod:`sanas.kws.streaming.engine`) keeps each trunk node's output as
 of it, with no copy per step. These kernels compute the same values as the network's own
 modules, which take NCHW (batch, channels, time, width), in that layout:
 
-- :class:`RowConv`: a trunk node's convolution, computed as one GEMM over the patches of
-  its input rows (im2col), with the node's max pooling over width, bias and ReLU applied
-  after it on the smaller pooled output (``max(y + b) == max(y) + b`` exactly, and ReLU
-  commutes with the max).
+- :class:`RowConv`: a trunk node's convolution, computed for one stream as one GEMM over
+  the patches of its input rows (im2col), with the node's max pooling over width, bias
+  and ReLU applied after it on the smaller pooled output (``max(y + b) == max(y) + b``
+  exactly, and ReLU commutes with the max); for a batch of streams, the module itself.
 - :class:`ModuleOnRows`: any other time-sliding module (the network's own, on NCHW views).
 - :class:`Dense`: a ``[Flatten,] Linear[, ReLU]`` node. Fed by a trunk node, it takes the
   time-major rows directly, with the weight's columns permuted to that order (a copy made
@@ -89,11 +89,15 @@ class ModuleOnRows(nn.Module):
 # on cnn-trad-fpool3 at batch 1, one thread: 12-25% faster for conv_1 at 20 rows (conv_0:
 # equal), equal near 30, 4% slower at 40 and 15% at a whole window (73 rows).
 GEMM_MAX_ROWS = 30
+# Streams up to which the GEMM is used. Its patch matrix grows with the batch (~105 MB
+# for conv_1 at 64 streams, far beyond the caches), and oneDNN's convolution, which
+# never materialises it, was faster at every batch above 1 (issue 19).
+GEMM_MAX_BATCH = 1
 
 
 class RowConv(ModuleOnRows):
     """``Conv2d → [MaxPool2d((1, k))] → [ReLU]`` on time-major rows, as one GEMM for a few
-    rows (a cached step's), as the module itself for more.
+    rows (a cached step's) of one stream, as the module itself for more rows or streams.
 
     Input (batch, time, width, in channels), any strides; output (batch, time − kt + 1,
     pooled width, out channels), contiguous. The convolution needs groups 1, dilation 1,
@@ -107,12 +111,14 @@ class RowConv(ModuleOnRows):
         pool: int = 1,
         relu: bool = False,
         max_rows: int = GEMM_MAX_ROWS,
+        max_batch: int = GEMM_MAX_BATCH,
     ) -> None:
         super().__init__(module)
         self.conv = conv
         self.pool = pool
         self.relu = relu
         self.max_rows = max_rows
+        self.max_batch = max_batch
         out_channels = conv.out_channels
         # (out, in, kt, kw) → (out, kt · kw · in): the patches' (time, width, channel) order.
         self.weight = _Snapshot(
@@ -135,7 +141,7 @@ class RowConv(ModuleOnRows):
         kt, kw = self.conv.kernel_size
         batch, time, width, channels = rows.shape
         out_time = time - kt + 1
-        if out_time > self.max_rows:
+        if out_time > self.max_rows or batch > self.max_batch:
             return super().forward(rows)
         stride_w = self.conv.stride[1]
         out_width = (width - kw) // stride_w + 1

@@ -87,6 +87,7 @@ from sanas.kws.runs import (
     with_absolute_paths,
     write_outputs,
 )
+from sanas.kws.training import distributed
 from sanas.supernet.budgets import make_budget
 from sanas.supernet.nodes import GraphError
 from sanas.supernet.sequence import SequenceObjective
@@ -139,11 +140,16 @@ def _datasets(config: TrainConfig) -> _Data:
     return _Data(train_set, held_set, val_set, task.labels)
 
 
-def _loader(dataset: SequenceDataset, config: TrainConfig, order: Iterable[int]) -> DataLoader:
+def _loader(
+    dataset: SequenceDataset, config: TrainConfig, order: Iterable[int], shared: bool = False
+) -> DataLoader:
+    """Batches of ``config.batch_size`` sequences in ``order``; ``shared``: this process's
+    share of each (training on several processes, :mod:`~sanas.kws.training.distributed`)."""
+    order = list(order)
+    batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
     return DataLoader(
         dataset,
-        batch_size=config.batch_size,
-        sampler=list(order),
+        batch_sampler=distributed.shard_batches(order, config.batch_size) if shared else batches,
         collate_fn=collate_sequences,
         num_workers=config.workers,
         generator=torch.Generator(),  # keep the global RNG out of the loader
@@ -253,7 +259,7 @@ def evaluate(
     return tally.summary("val", labels)
 
 
-def _selection_budget(config: TrainConfig) -> float | None:
+def selection_budget(config: TrainConfig) -> float | None:
     """The budget the best epoch must hold: that of a hinge or constrained search."""
     budgeted = config.searches_architecture and config.search.budget_mode != "linear"
     return config.search.budget if budgeted else None
@@ -266,7 +272,9 @@ def train(config: TrainConfig) -> RunResult:
     Seeds torch, numpy and random with ``config.seed``; sets torch's CPU threads to
     ``config.threads`` for the run and restores them after. The folders are stored as
     absolute paths; the run folder is created once the data is read, and locked while the
-    run writes it (a second process training into it is refused).
+    run writes it (a second process training into it is refused). Under torchrun
+    (``WORLD_SIZE`` > 1) the processes train together and the first alone writes the run
+    (:mod:`~sanas.kws.training.distributed`); each returns the first one's result.
     """
     config = with_absolute_paths(config.validate())
     threads = torch.get_num_threads()
@@ -279,37 +287,82 @@ def train(config: TrainConfig) -> RunResult:
         np.random.seed(config.seed)
         data = _datasets(config)
         run_dir = Path(config.out)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with run_lock(run_dir):
-            return _train(config, data, run_dir, device)
+        with distributed.process_group(device) as device:
+            if not distributed.is_main():
+                return _follow(config, data, device)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with run_lock(run_dir):
+                return distributed.share(_train(config, data, run_dir, device))
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(config: TrainConfig, data: _Data, run_dir: Path, device: torch.device) -> RunResult:
-    (run_dir / FRONT_DIR).mkdir(exist_ok=True)
-    train_set, labels = data.train, data.labels
-    model = make_model(config, len(labels))
-    resuming = (run_dir / CHECKPOINT).is_file()
-    if config.init_from and not resuming:  # a checkpoint holds its own weights
+class _Trainer(NamedTuple):
+    """What trains: the model, its optimiser and objective, the extra paths it trains."""
+
+    model: KWSModel
+    optimizer: torch.optim.Optimizer
+    objective: SequenceObjective
+    paths: Tensor | None
+
+
+def _trainer(config: TrainConfig, data: _Data, device: torch.device, fresh: bool) -> _Trainer:
+    """A new model (``fresh``: started from ``init_from`` or with its input normaliser
+    fitted; else a checkpoint will set it), its optimiser and its objective."""
+    model = make_model(config, len(data.labels))
+    if config.init_from and fresh:  # a checkpoint holds its own weights
         initialize_from(model, config)
-    elif config.normalize_features and not resuming:  # a checkpoint holds the statistics
-        _fit_normalizer(model, train_set)
+    elif config.normalize_features and fresh:  # a checkpoint holds the statistics
+        _fit_normalizer(model, data.train)
     model = model.to(device)
-    paths = _path_architectures(model, config)
-    optimizer = _optimizer(model, config)
     search = config.search
     budget = make_budget(search.budget_mode, search.lam, search.budget)  # type: ignore[arg-type]
-    objective = config.options.objective(budget, len(labels), config.label_smoothing)
+    objective = config.options.objective(budget, len(data.labels), config.label_smoothing)
+    return _Trainer(model, _optimizer(model, config), objective, _path_architectures(model, config))
+
+
+def _checkpoint(trainer: _Trainer, state: RunState) -> dict[str, Any]:
+    """Everything to resume from: weights, optimiser, objective, RNG states, run state."""
+    return {
+        "model": trainer.model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "objective": trainer.objective.state_dict(),
+        "rng": rng_state(),
+        "state": asdict(state),
+    }
+
+
+def _restore(trainer: _Trainer, checkpoint: dict[str, Any]) -> RunState:
+    """Load a :func:`_checkpoint` into ``trainer``; return its run state."""
+    trainer.model.load_state_dict(checkpoint["model"])
+    trainer.optimizer.load_state_dict(checkpoint["optimizer"])
+    trainer.objective.load_state_dict(checkpoint["objective"])
+    set_rng_state(checkpoint["rng"])
+    return RunState(**checkpoint["state"])
+
+
+def _follow(config: TrainConfig, data: _Data, device: torch.device) -> RunResult:
+    """A process other than the first under torchrun: start from the first one's state,
+    train this process's share of every batch, write nothing; return the first's result."""
+    trainer = _trainer(config, data, device, fresh=False)
+    state = _restore(trainer, distributed.share({}))
+    model, optimizer, objective, paths = trainer
+    for epoch in range(state.epoch + 1, config.epochs + 1):
+        _train_epoch(model, optimizer, objective, data, config, epoch, device, paths)
+    return distributed.share(RunResult(Path(config.out), [], [], 0, math.nan, math.nan))
+
+
+def _train(config: TrainConfig, data: _Data, run_dir: Path, device: torch.device) -> RunResult:
+    (run_dir / FRONT_DIR).mkdir(exist_ok=True)
+    labels = data.labels
+    resuming = (run_dir / CHECKPOINT).is_file()
+    trainer = _trainer(config, data, device, fresh=not resuming)
+    model, optimizer, objective, paths = trainer
     state = RunState()
     if resuming:
         check_resumable(run_dir, config)
-        checkpoint = _read_checkpoint(run_dir)
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        objective.load_state_dict(checkpoint["objective"])
-        set_rng_state(checkpoint["rng"])
-        state = RunState(**checkpoint["state"])
+        state = _restore(trainer, _read_checkpoint(run_dir))
+    distributed.share(_checkpoint(trainer, state))  # under torchrun, the others start from it
     write_outputs(run_dir, state)  # drop whatever a killed epoch left behind
     atomic_write_json(run_dir / "config.json", config.to_dict())
 
@@ -329,15 +382,8 @@ def _train(config: TrainConfig, data: _Data, run_dir: Path, device: torch.device
             for key, value in flat_metrics(row).items():
                 if key != "epoch" and isinstance(value, int | float):
                     writer.add_scalar(key, value, epoch)
-            _add_epoch(run_dir, state, row, model, _selection_budget(config))
-            checkpoint = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "objective": objective.state_dict(),
-                "rng": rng_state(),
-                "state": asdict(state),
-            }
-            save_weights(run_dir, CHECKPOINT, checkpoint)
+            _add_epoch(run_dir, state, row, model, selection_budget(config))
+            save_weights(run_dir, CHECKPOINT, _checkpoint(trainer, state))
             write_outputs(run_dir, state)
     finally:
         writer.close()
@@ -405,7 +451,8 @@ def _train_epoch(
     model.train()
     train_set = data.train
     train_set.set_epoch(epoch)
-    loader = _loader(train_set, config, _epoch_order(len(train_set), config.seed, epoch))
+    order = _epoch_order(len(train_set), config.seed, epoch)
+    loader = _loader(train_set, config, order, shared=True)
     labels = kws_task(config.task).labels
     tally = _Tally(len(labels))
     sums = {"arch_loss": 0.0, "penalty": 0.0, "baseline": 0.0}
@@ -447,6 +494,7 @@ def _train_epoch(
             loss = loss + arch_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.average_gradients(model, int(batch.mask.sum()))  # under torchrun
         optimizer.step()
         tally.add(out.logits.detach(), out.cost, batch, stats.task_loss)
         for key in sums:
@@ -496,4 +544,4 @@ def _held_out_batches(
     """The held-out speakers' sequences of ``epoch``, in batches, round and round."""
     held_out.set_epoch(epoch)
     order = _epoch_order(len(held_out), config.seed + 2, epoch)
-    return itertools.cycle(_loader(held_out, config, order))
+    return itertools.cycle(_loader(held_out, config, order, shared=True))

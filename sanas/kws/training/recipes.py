@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from sanas.kws.config import ConfigError, Recipe, load_recipe, parse_setting, recipe_config
-from sanas.kws.data.speech_commands import SpeechCommands
+from sanas.kws.data.speech_commands import SILENCE, UNKNOWN, SpeechCommands, kws_task
 from sanas.kws.data.stream_file import generate_streaming_test
 from sanas.kws.model.operating_point import OperatingPoint
 from sanas.kws.runs import RunResult, save_operating_point
+from sanas.kws.training.distributed import world_size
 from sanas.kws.training.imitation import IMITATION_RECORD, imitation_result, imitation_run
 from sanas.kws.training.loop import train
 
@@ -55,6 +56,11 @@ def train_recipe(
     config = recipe_config(recipe, stages[""], data=str(data), out=str(out), progress=progress)
     if stages["pretrain"] and recipe.pretrain is None:
         raise ConfigError(f"recipe {recipe.name!r} has no 'pretrain' stage to set")
+    if recipe.imitate is not None and world_size() > 1:
+        raise ConfigError(
+            f"recipe {recipe.name!r} imitates on one process: run it without torchrun "
+            f"(its pretraining recipe {recipe.pretrain!r} may use torchrun)"
+        )
     pretrained = None
     if recipe.pretrain is not None:
         shared = [s for s in stages[""] if s.split("=")[0].strip() in SHARED_WITH_PRETRAINING]
@@ -63,7 +69,8 @@ def train_recipe(
     if recipe.imitate is not None:
         if pretrained is None:
             raise ConfigError(f"recipe {recipe.name!r}: 'imitate' needs a 'pretrain' recipe")
-        result = _imitate(recipe.imitate, pretrained, data, out, config.seed, progress)
+        words = [w for w in kws_task(config.task).labels if w not in (SILENCE, UNKNOWN)]
+        result = _imitate(recipe.imitate, pretrained, data, out, config.seed, words, progress)
     else:
         if pretrained is not None:
             config = replace(config, init_from=str(pretrained))
@@ -99,18 +106,31 @@ def _with_stage_settings(recipe: Recipe, stages: dict[str, list[str]]) -> Recipe
 
 
 def _imitate(
-    settings: dict[str, Any], pretrained: Path, data: Path, out: Path, seed: int, progress: bool
+    settings: dict[str, Any],
+    pretrained: Path,
+    data: Path,
+    out: Path,
+    seed: int,
+    words: Sequence[str],
+    progress: bool,
 ) -> RunResult:
-    """The imitation stage: a stream of training speakers, then the controller imitating
-    a gate on it (each skipped when complete)."""
+    """The imitation stage: a stream of training speakers saying the task's ``words`` that
+    the data has (and others), then the controller imitating a gate on it (each skipped
+    when complete)."""
     settings = dict(settings)
     minutes = float(settings.pop("stream_minutes", 120.0))
     stream = out / STREAM_DIR
     if not (stream / "labels.txt").is_file():
         if not math.isfinite(minutes) or minutes <= 0:
             raise ConfigError(f"imitate.stream_minutes must be > 0, got {minutes}")
+        dataset = SpeechCommands(data)
         generate_streaming_test(
-            SpeechCommands(data), stream, minutes=minutes, seed=seed + 1, split="training"
+            dataset,
+            stream,
+            minutes=minutes,
+            seed=seed + 1,
+            split="training",
+            wanted_words=[word for word in words if word in dataset.words],
         )
     if not (out / IMITATION_RECORD).is_file():
         try:

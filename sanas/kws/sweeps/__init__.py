@@ -1,0 +1,1 @@
+"""Families of training runs: sweeps on Ray Tune and the cost/accuracy front across runs."""
