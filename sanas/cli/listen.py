@@ -27,8 +27,9 @@ def listen(
     ),
     threads: int = typer.Option(1, min=1, help=THREADS_HELP),
 ) -> None:
-    """Listen to the microphone and print each detected word as it fires, with a live line
-    of the compute per step and the CPU load; Ctrl-C stops.
+    """Listen to the microphone and print each detected word as it fires.
+
+    A live line shows the compute per step and the CPU load; Ctrl-C stops.
 
     The audio is recorded at 16 kHz mono (the sound system converts the device's rate; a
     device that cannot is refused, naming its rate). Needs the live extra and the PortAudio

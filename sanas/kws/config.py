@@ -123,7 +123,8 @@ class TrainConfig:
     ``limit_train`` / ``limit_val``: only the first N examples (quick runs). ``train_paths``:
     architectures also trained each batch, each given by the nodes it switches on.
     ``init_from``: a run folder whose best weights start this run (a fresh run only); its
-    graph may lack some of this one's nodes, which keep their fresh initialisation.
+    graph may lack some of this one's nodes, which keep their fresh initialisation, and its
+    task may have another number of classes (the class scores' tensors start fresh).
     ``sequence``: how training sequences are drawn; ``options``: the SANAS reference's
     quirks (:class:`~sanas.kws.model.kws_model.SANASOptions`); ``search``: how a BSN or
     SANAS model learns its architecture (:class:`SearchConfig`).

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import typing
 from dataclasses import dataclass, field, replace
@@ -54,6 +55,8 @@ FRONT_DIR = "front"
 # and device may still change float rounding; ``out`` differs when a run folder was moved).
 RESUMABLE_CHANGES = frozenset({"epochs", "device", "progress", "workers", "threads", "out"})
 OPERATING_POINT = "operating_point.json"
+
+logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- results
@@ -98,8 +101,11 @@ def initialize_from(model: KWSModel, config: TrainConfig) -> None:
 
     The run's graph may lack some of ``model``'s nodes (a static backbone starting the same
     backbone with early exits): those keep their fresh initialisation, and the nodes it
-    has may take inputs from them (``features`` summing the new exits). Every node it holds
-    must be ``model``'s, fed by the same nodes, and every tensor it holds must match in shape.
+    has may take inputs from them (``features`` summing the new exits). Its task may have
+    another number of classes (a 12-word network starting a wake word): the tensors of the
+    nodes that output the class scores then keep their fresh initialisation too, named in a
+    logged notice. Every node it holds must be ``model``'s, fed by the same nodes, and every
+    other tensor it holds must match in shape.
     """
     source_dir = Path(config.init_from or "")
     try:
@@ -112,15 +118,25 @@ def initialize_from(model: KWSModel, config: TrainConfig) -> None:
             f"{source_config.search.holdout} of the speakers, this run {config.search.holdout}: "
             "its network must not have trained on the speakers the search is rewarded on"
         )
-    differences = _graph_differences(source.net, model.net)
+    class_heads = _class_head_tensors(source.net, model.net)
+    differences = [d for d in _graph_differences(source.net, model.net) if d not in class_heads]
     if differences:
         raise ConfigError(
             f"config field 'init_from': {source_dir} holds another super network "
             f"(differs in {', '.join(differences[:4])}{' …' if len(differences) > 4 else ''}); "
-            "it must have the same model graph (or lack only some of this one's nodes), "
-            "channels and task"
+            "it must have the same model graph (or lack only some of this one's nodes) "
+            "and channels (only its number of classes may differ)"
         )
-    model.net.load_state_dict(source.net.state_dict(), strict=False)
+    if class_heads:
+        logger.warning(
+            "init_from %s: its task has %d classes, this run's %d; left out (fresh): %s",
+            source_dir,
+            kws_task(source_config.task).num_classes,
+            kws_task(config.task).num_classes,
+            ", ".join(class_heads),
+        )
+    weights = {k: v for k, v in source.net.state_dict().items() if k not in class_heads}
+    model.net.load_state_dict(weights, strict=False)
     model.input_norm.load_state_dict(source.input_norm.state_dict())
 
 
@@ -145,6 +161,30 @@ def _graph_differences(source: SuperNetwork, target: SuperNetwork) -> list[str]:
         elif theirs[key].shape != ours[key].shape:
             differences.append(key)
     return differences
+
+
+def _class_head_tensors(source: SuperNetwork, target: SuperNetwork) -> list[str]:
+    """The tensors that differ only in the number of classes: those of the nodes that
+    output the class scores (a vector of each network's class count, e.g. ``classifier``)
+    whose shapes differ in their first (output) dimension alone."""
+    source_classes = source.output_shapes[source.output_name]
+    target_classes = target.output_shapes[target.output_name]
+    if source_classes == target_classes:
+        return []
+    heads = {
+        name
+        for name in set(source.nodes) & set(target.nodes)
+        if source.output_shapes[name] == source_classes
+        and target.output_shapes[name] == target_classes
+    }
+    theirs, ours = source.state_dict(), target.state_dict()
+    return sorted(
+        key
+        for key in set(theirs) & set(ours)
+        if _node_of(key) in heads
+        and theirs[key].shape[1:] == ours[key].shape[1:]
+        and (theirs[key].shape[:1], ours[key].shape[:1]) == (source_classes, target_classes)
+    )
 
 
 def _node_of(key: str) -> str | None:
