@@ -13,6 +13,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 from typer.testing import CliRunner
 
 from sanas.cli import app
@@ -77,6 +78,19 @@ def test_stream(speech_commands_root: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert (out / "stream.wav").is_file() and (out / "labels.txt").is_file()
     assert "10 words" in result.output
+
+
+def test_noise_only_stream(tone_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "noise"
+    args = ["data", "stream", "--data", str(tone_data), "--minutes", "0.25", "--noise-only"]
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "0 words, background noise only" in result.output
+    assert (out / "labels.txt").read_text() == ""
+    assert sf.info(out / "stream.wav").frames == 15 * 16000
+    with_words = runner.invoke(app, [*args, "--words", "yes", "--out", str(tmp_path / "w")])
+    assert with_words.exit_code == 2
+    assert with_words.output == "error: a noise-only stream has no words: give no wanted words\n"
 
 
 def test_stream_bad_data_is_one_clean_line(tmp_path: Path) -> None:

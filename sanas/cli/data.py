@@ -90,12 +90,22 @@ def stream(
     background_volume: Annotated[
         float, typer.Option(help="Background noise gain is drawn from U(0, this).")
     ] = 0.1,
+    noise_only: Annotated[
+        bool,
+        typer.Option(
+            help="No words: the same background alone and an empty labels.txt, to count "
+            "false alarms and compute where nobody speaks."
+        ),
+    ] = False,
 ) -> None:
     """Make a streaming test file: one long wav plus 'word, time_ms' labels.
 
     As TensorFlow's generate_streaming_test_wav: a word every 3 s at a random
     offset in its slot, 30% of them other words (labelled _unknown_), over
     background noise x U(0, 0.1). Only clips of the chosen split are used.
+    With --noise-only: the background alone (the word stream of the same seed
+    minus its words) and an empty labels.txt, which sanas evaluate scores by
+    its false alarms and MACs per step.
 
     Examples:
 
@@ -103,6 +113,8 @@ def stream(
             --out stream60
 
         sanas data stream --data synth --words yes,no --minutes 2 --out s2
+
+        sanas data stream --data synth --noise-only --minutes 10 --out noise
     """
     from sanas.kws.data.stream_file import generate_streaming_test
 
@@ -117,11 +129,15 @@ def stream(
             wanted_words=wanted,
             unknown_percentage=unknown_percentage,
             background_volume=background_volume,
+            noise_only=noise_only,
         )
     )
     counts = ", ".join(f"{word} {n}" for word, n in summary.label_counts.items())
     typer.echo(f"wrote {summary.wav_path} ({summary.duration_s:g} s) and {summary.labels_path}")
-    typer.echo(f"{summary.words} words ({summary.unknown_fraction:.0%} unknown): {counts}")
+    if summary.words:
+        typer.echo(f"{summary.words} words ({summary.unknown_fraction:.0%} unknown): {counts}")
+    else:
+        typer.echo("0 words, background noise only")
 
 
 @data_app.command("synth")

@@ -60,6 +60,8 @@ def evaluate(
     word once, as TensorFlow does; the reference convention is in the JSON too), with the
     mean MACs per 200 ms step of the architectures actually used, the MACs the cached
     engine really executed, false alarms per hour and a false-alarm / false-reject curve.
+    An empty label file is a stream of background noise alone (`sanas data stream
+    --noise-only`): the percentages are undefined (–), the false alarms and MACs remain.
 
     Example: `sanas evaluate runs/sanas --stream-wav stream/stream.wav
     --stream-labels stream/labels.txt --json runs/sanas/stream.json --plots runs/sanas`;
@@ -95,10 +97,16 @@ def evaluate(
     except (ImportError, OSError, ValueError) as err:
         raise fail(str(err)) from None
     scores = result.to_dict()
+    if not scores["ground_truth_words"]:
+        typer.echo(
+            f"note: {stream_labels}: no labelled word: scored as background noise alone, "
+            "every detection a false alarm",
+            err=True,
+        )
     typer.echo(
-        f"matched {scores['matched']:.1f}%  correct {scores['correct']:.1f}%  "
-        f"wrong {scores['wrong']:.1f}%  false alarm {scores['false_alarm']:.1f}%  "
-        f"({scores['fa_per_hour']:.1f}/h)"
+        f"matched {_percent(scores['matched'])}  correct {_percent(scores['correct'])}  "
+        f"wrong {_percent(scores['wrong'])}  false alarm {_percent(scores['false_alarm'])}  "
+        f"({scores['counts']['false_alarm']} in all, {scores['fa_per_hour']:.1f}/h)"
     )
     typer.echo(
         f"{scores['steps']} steps, {scores['macs_per_step'] / 1e6:.2f}M MACs per step "
@@ -107,6 +115,11 @@ def evaluate(
     )
     if plots is not None:
         _plots(result, stream_wav, stream_labels, plots)
+
+
+def _percent(value: float | None) -> str:
+    """A percentage of the words, or a dash where there is no word to count."""
+    return "–" if value is None else f"{value:.1f}%"
 
 
 def _clip_accuracy(run: Path, split: str, json_out: Path | None) -> None:
@@ -126,7 +139,10 @@ def _clip_accuracy(run: Path, split: str, json_out: Path | None) -> None:
 
 
 def _plots(result: StreamEvaluation, wav: Path, labels: Path, folder: Path) -> None:
-    """FA/h vs false-reject curve, and the first minute of the stream as a timeline."""
+    """FA/h vs false-reject curve (none on a stream without keywords: false rejects are
+    undefined there), and the first minute of the stream as a timeline."""
+    import math
+
     import torch
 
     from sanas.kws.data.audio import read_wav
@@ -135,7 +151,10 @@ def _plots(result: StreamEvaluation, wav: Path, labels: Path, folder: Path) -> N
     from sanas.kws.evaluation.metrics import plot_fa_fr_curve
     from sanas.kws.evaluation.plots import plot_stream_timeline
 
-    plot_fa_fr_curve({"model": result.curve}, folder / "fa_fr_curve.png")
+    if all(math.isnan(point.false_reject_rate) for point in result.curve):
+        typer.echo("no keyword in the labels: no FA/FR curve (false rejects are undefined)")
+    else:
+        plot_fa_fr_curve({"model": result.curve}, folder / "fa_fr_curve.png")
     audio = read_wav(wav)[: 16000 * 60]  # the first minute is readable on one page
     end_ms = len(audio) / 16
     log_mel = LogMel()(torch.from_numpy(audio)).numpy()

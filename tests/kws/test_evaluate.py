@@ -10,7 +10,12 @@ from typer.testing import CliRunner
 
 from sanas.cli import app
 from sanas.kws.config import merge_fields
+from sanas.kws.data.speech_commands import kws_task
+from sanas.kws.data.stream_file import generate_streaming_test
+from sanas.kws.evaluation.evaluate import evaluate_model_on_stream
+from sanas.kws.evaluation.metrics import DetectionConfig
 from sanas.kws.model.networks import KWS_TIERS
+from sanas.kws.runs import load_run
 from sanas.lab.experiment import format_table, imitation_streams, run_experiment, target_verdict
 from sanas.lab.experiment_specs import RunSpec, default_specs, reference_names
 
@@ -125,6 +130,52 @@ def test_evaluate_names_a_missing_run_in_one_line(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "not a training run folder" in result.output
+
+
+def _refuse_nan(constant: str) -> None:
+    raise AssertionError(f"{constant} is not JSON")
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_stream_without_words_is_scored_by_its_false_alarms_and_compute(
+    tiny_run: Path, tone_data: Path, tmp_path: Path
+) -> None:
+    noise = generate_streaming_test(tone_data, tmp_path / "noise", minutes=0.25, noise_only=True)
+    files = ["--stream-wav", str(noise.wav_path), "--stream-labels", str(noise.labels_path)]
+    saved = ["--json", str(tmp_path / "noise.json"), "--plots", str(tmp_path / "plots")]
+    result = CliRunner().invoke(app, ["evaluate", str(tiny_run), *files, *saved])
+    assert result.exit_code == 0, result.output
+    assert "labels.txt: no labelled word: scored as background noise alone" in result.stderr
+    table, compute = result.stdout.splitlines()[:2]
+    assert table.startswith("matched –  correct –  wrong –  false alarm –  (")
+    assert "MACs per step" in compute and "nan" not in table + compute
+    scores = json.loads((tmp_path / "noise.json").read_text(), parse_constant=_refuse_nan)
+    assert scores["ground_truth_words"] == 0 and scores["stream_seconds"] == 15
+    assert [scores[k] for k in ("matched", "correct", "wrong", "false_alarm")] == [None] * 4
+    counts = scores["counts"]
+    assert counts["matched"] == counts["correct"] == counts["wrong"] == 0
+    assert counts["matched_pct"] is None and counts["false_alarm_pct"] is None
+    assert f"({counts['false_alarm']} in all, {scores['fa_per_hour']:.1f}/h)" in result.stdout
+    assert scores["fa_per_hour"] == pytest.approx(counts["false_alarm"] * 3600 / 15)
+    assert 0 < scores["executed_macs_per_step"] <= scores["macs_per_step"]
+    assert {p["false_reject_rate"] for p in scores["fa_fr_curve"]} == {None}
+    assert "no FA/FR curve (false rejects are undefined)" in result.stdout
+    assert (tmp_path / "plots" / "stream_timeline.png").is_file()
+    assert not (tmp_path / "plots" / "fa_fr_curve.png").exists()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_every_detection_on_a_stream_without_words_is_a_false_alarm(
+    tiny_run: Path, tone_data: Path, tmp_path: Path
+) -> None:
+    noise = generate_streaming_test(tone_data, tmp_path, minutes=0.25, seed=1, noise_only=True)
+    model, config = load_run(tiny_run)
+    labels = tuple(kws_task(config.task).labels)
+    eager = DetectionConfig(detection_threshold=0.0)  # the top label fires, whatever its score
+    evaluation = evaluate_model_on_stream(model, labels, noise.wav_path, noise.labels_path, eager)
+    assert evaluation.detections
+    assert evaluation.score.false_alarm == len(evaluation.detections)
+    assert evaluation.reference_score.false_alarm == len(evaluation.detections)
 
 
 def _row(model: str, family: str, test: tuple[float, float], val: tuple[float, float], macs: float):

@@ -246,3 +246,41 @@ def test_kws_efficient_sanas_imitates_on_a_backbone_with_exits(
     assert gate_tiers(model)["cheap"] == {"in", "exit_0", "features", "classifier"}
     record = json.loads((out / "imitation.json").read_text())
     assert record["gate"] == "aligned" and 0 < record["gate_share"][0] < 1
+
+
+@pytest.mark.parametrize(
+    ("settings", "stage_models"),
+    [
+        (["model=res8-sanas"], ["res8", "res8-bsn"]),  # each stage trains the same backbone
+        (["model=res8-sanas", "pretrain.pretrain.model=res15"], ["res15", "res8-bsn"]),
+        ([], ["tc-resnet8", "tc-resnet8-bsn"]),  # the recipe's own
+    ],
+)
+def test_setting_the_model_sets_each_stages_counterpart(
+    tone_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: list[str],
+    stage_models: list[str],
+) -> None:
+    """``--set model=<backbone>-sanas`` on kws-efficient-sanas pretrains that backbone:
+    static first, then its exits; an explicit stage setting still wins."""
+    from sanas.kws.training import recipes
+
+    trained: list[str] = []
+    monkeypatch.setattr(recipes, "train", lambda config: trained.append(config.model))
+    for stage in ("generate_streaming_test", "imitation_run", "imitation_result"):
+        monkeypatch.setattr(recipes, stage, lambda *_, **__: None)
+    recipes.train_recipe("kws-efficient-sanas", tone_data, tmp_path, settings)
+    assert trained == stage_models
+
+
+def test_a_model_of_no_known_family_has_no_counterpart() -> None:
+    """A model registered by a user has no stage counterpart to guess: the recipe asks
+    for the stage's model (tested on the lookup, the registry being global)."""
+    from sanas.kws.model.zoo import counterpart
+
+    assert counterpart("static", "static") == "static"
+    assert counterpart("sanas", "static") == "static-shortcuts"
+    with pytest.raises(ValueError, match="no bsn counterpart is known for the model 'my-net'"):
+        counterpart("my-net", "bsn")

@@ -105,3 +105,54 @@ def test_unwritable_labels_are_refused(tmp_path: Path) -> None:
         write_stream_labels(tmp_path / "l.txt", [("a,b", 1.0)])
     with pytest.raises(StreamFileError, match="not a time"):
         write_stream_labels(tmp_path / "l.txt", [("yes", float("inf"))])
+
+
+def test_noise_only_stream_is_the_word_stream_without_its_words(
+    dataset: SpeechCommands, tmp_path: Path
+) -> None:
+    noise = generate_streaming_test(
+        dataset, tmp_path / "noise", minutes=0.5, seed=4, subtype="FLOAT", noise_only=True
+    )
+    assert noise.labels_path.read_text() == ""
+    assert (noise.words, noise.wanted_words, noise.label_counts) == (0, (), {})
+    background, rate = sf.read(noise.wav_path, dtype="float32")
+    assert (rate, len(background)) == (16000, 30 * 16000)
+    assert np.count_nonzero(background) > 0.99 * len(background)  # noise throughout
+    # the same seed's word stream holds exactly this background outside its words
+    words = generate_streaming_test(
+        dataset, tmp_path / "words", minutes=0.5, seed=4, subtype="FLOAT"
+    )
+    spoken, _ = sf.read(words.wav_path, dtype="float32")
+    outside_words = np.ones(len(spoken), dtype=bool)
+    for _, time_ms in read_stream_labels(words.labels_path):
+        outside_words[round(time_ms * 16) : round(time_ms * 16) + 16000] = False
+    assert np.array_equal(spoken[outside_words], background[outside_words])
+    assert not np.array_equal(spoken, background)
+
+
+def test_noise_only_stream_is_seeded(dataset: SpeechCommands, tmp_path: Path) -> None:
+    a, b, c = (
+        generate_streaming_test(dataset, tmp_path / name, minutes=0.25, seed=seed, noise_only=True)
+        for name, seed in (("a", 7), ("b", 7), ("c", 8))
+    )
+    assert a.wav_path.read_bytes() == b.wav_path.read_bytes()
+    assert a.wav_path.read_bytes() != c.wav_path.read_bytes()
+
+
+def test_noise_only_refuses_words_and_silence(dataset: SpeechCommands, tmp_path: Path) -> None:
+    with pytest.raises(StreamFileError, match="noise-only stream has no words"):
+        generate_streaming_test(dataset, tmp_path, minutes=1, wanted_words=["yes"], noise_only=True)
+    with pytest.raises(StreamFileError, match="needs a background volume > 0"):
+        generate_streaming_test(dataset, tmp_path, minutes=1, background_volume=0, noise_only=True)
+    assert not list(tmp_path.iterdir())  # refused before anything is written
+
+
+@pytest.mark.parametrize("text", ["", "\n  \n\n"])
+def test_a_label_file_without_words_is_scored_only_when_allowed(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "labels.txt"
+    path.write_text(text)
+    assert read_stream_labels(path) == []  # reading alone: nothing to check it against
+    with pytest.raises(StreamFileError, match=r"labels\.txt: no labelled word"):
+        read_stream_labels(path, words=("yes", "no"), duration_ms=60_000.0)
+    fitted = read_stream_labels(path, words=("yes", "no"), duration_ms=60_000.0, allow_empty=True)
+    assert fitted == []

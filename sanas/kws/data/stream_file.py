@@ -8,6 +8,9 @@ random offset, volume U(0, ``background_volume``)), then one word per slot of
 volume with 500-sample ramps. Wanted words are labelled with their own name, other words
 ``_unknown_``; the labels are written as ``"%s, %f"`` lines, as TensorFlow writes them.
 Only clips of the chosen split are used, so a testing stream never holds a training speaker.
+With ``noise_only`` the words are left out: the same background (the word stream of the
+same seed minus its words) and an empty label file, to measure false alarms and compute
+where nobody speaks.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ def generate_streaming_test(
     clip_duration_ms: float = 1000.0,
     sample_rate: int = SAMPLE_RATE,
     subtype: str = "PCM_16",
+    noise_only: bool = False,
 ) -> StreamSummary:
     """Write ``out_dir/stream.wav`` and ``out_dir/labels.txt`` from one split of ``dataset``.
 
@@ -81,28 +85,35 @@ def generate_streaming_test(
     words present in the split (all ten in the real dataset); words given explicitly must all
     be there. ``subtype`` is a soundfile subtype: ``"PCM_16"`` (TensorFlow's, samples clipped
     to [-1, 1]) or ``"FLOAT"``. Seeded: the same arguments give the same files.
+
+    ``noise_only``: no word at all, only the background (which needs a volume above 0) and
+    an empty label file; the word arguments are then unused and ``wanted_words`` refused.
     """
     if minutes <= 0 or word_gap_ms <= 0 or clip_duration_ms <= 0:
         raise StreamFileError("minutes, word_gap_ms and clip_duration_ms must be positive")
     if not 0 <= unknown_percentage <= 100 or background_volume < 0:
         raise StreamFileError("unknown_percentage must be in [0, 100], background_volume >= 0")
+    if noise_only and wanted_words is not None:
+        raise StreamFileError("a noise-only stream has no words: give no wanted words")
+    if noise_only and background_volume == 0:
+        raise StreamFileError("a noise-only stream needs a background volume > 0, not silence")
     if not isinstance(dataset, SpeechCommands):
         dataset = SpeechCommands(dataset)
-    pools = _word_pools(dataset.clips(split), wanted_words)
+    pools = {} if noise_only else _word_pools(dataset.clips(split), wanted_words)
     words = tuple(w for w in pools if w != UNKNOWN)
-    if unknown_percentage > 0 and UNKNOWN not in pools:
+    if not noise_only and unknown_percentage > 0 and UNKNOWN not in pools:
         raise StreamFileError(f"{dataset.root}: split {split!r} has no unknown-word clips")
 
     rng = np.random.default_rng(seed)
     total = round(minutes * 60 * sample_rate)
     clip_samples = round(clip_duration_ms * sample_rate / 1000)
     track = np.zeros(total, dtype=np.float32)
-    if background_volume > 0:
+    if background_volume > 0:  # first, so that the words do not change the background
         _mix_background(track, dataset, rng, clip_samples, background_volume, sample_rate)
 
     gap = round(word_gap_ms * sample_rate / 1000)
     labels: list[tuple[str, float]] = []
-    for slot in range(total // (clip_samples + gap)):
+    for slot in range(0 if noise_only else total // (clip_samples + gap)):
         offset = slot * (clip_samples + gap) + int(rng.integers(gap))
         unknown = rng.integers(100) < unknown_percentage
         label = UNKNOWN if unknown else words[rng.integers(len(words))]
@@ -213,6 +224,7 @@ def read_stream_labels(
     *,
     words: Collection[str] | None = None,
     duration_ms: float | None = None,
+    allow_empty: bool = False,
 ) -> list[tuple[str, float]]:
     """Read a ``word,time_ms`` label file; return ``(word, time_ms)`` sorted by time.
 
@@ -224,7 +236,9 @@ def read_stream_labels(
     To score a model the labels must fit it and the audio: with ``words`` (the model's
     labels) a word outside them is an error (a word the model does not know is labelled
     ``_unknown_``), with ``duration_ms`` (the audio's length) so is a word that starts at
-    or past the end, and a file without a word is an error (there is nothing to score).
+    or past the end, and a file without a word is an error (a ground-truth gate has nothing
+    to imitate), unless ``allow_empty``: a stream of background noise alone, whose score is
+    its false alarms.
     """
     path = Path(path)
     try:
@@ -252,7 +266,7 @@ def read_stream_labels(
                 f"end of the audio ({duration_ms / 1000:.3f} s): labels and audio do not match"
             )
         labels.append((fields[0], time_ms))
-    if not labels and (words is not None or duration_ms is not None):
+    if not labels and not allow_empty and (words is not None or duration_ms is not None):
         raise StreamFileError(f"{path}: no labelled word; a stream needs words to be scored")
     return sorted(labels, key=lambda item: item[1])
 

@@ -30,6 +30,7 @@ from sanas.kws.evaluation.metrics import (
     detect,
     false_alarm_false_reject_curve,
     match_detections,
+    number_or_none,
 )
 from sanas.kws.model.kws_model import KWSModel
 from sanas.kws.model.operating_point import OperatingPoint
@@ -63,15 +64,16 @@ class StreamEvaluation:
         return float(self.run.macs_executed.mean())
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON written by ``sanas evaluate`` (percentages of ground-truth words)."""
+        """The JSON written by ``sanas evaluate``: percentages of ground-truth words (None on
+        a stream without words, and a false-reject rate None without keywords)."""
         score = self.score
         return {
-            "matched": score.matched_pct,
-            "correct": score.correct_pct,
-            "wrong": score.wrong_pct,
-            "false_alarm": score.false_alarm_pct,
+            "matched": number_or_none(score.matched_pct),
+            "correct": number_or_none(score.correct_pct),
+            "wrong": number_or_none(score.wrong_pct),
+            "false_alarm": number_or_none(score.false_alarm_pct),
             "fa_per_hour": score.fa_per_hour,
-            "matched_reference_convention": self.reference_score.matched_pct,
+            "matched_reference_convention": number_or_none(self.reference_score.matched_pct),
             "macs_per_step": self.macs_per_step,
             "executed_macs_per_step": self.executed_macs_per_step,
             "steps": len(self.run.times_ms),
@@ -83,7 +85,7 @@ class StreamEvaluation:
                 {
                     "threshold": p.threshold,
                     "false_alarms_per_hour": p.false_alarms_per_hour,
-                    "false_reject_rate": p.false_reject_rate,
+                    "false_reject_rate": number_or_none(p.false_reject_rate),
                 }
                 for p in self.curve
             ],
@@ -124,8 +126,9 @@ def evaluate_model_on_stream(
 ) -> StreamEvaluation:
     """Run ``model`` over a streaming wav and score it against its ``word,time_ms`` labels
     (``budget``, ``threads``: as :func:`run_model_on_audio`). Labels with a word
-    outside ``labels``, past the end of the audio, or none at all are a
-    :class:`~sanas.kws.data.stream_file.StreamFileError` naming the line."""
+    outside ``labels`` or past the end of the audio are a
+    :class:`~sanas.kws.data.stream_file.StreamFileError` naming the line; a file without
+    a word is a stream of background noise alone, scored by its false alarms."""
     net = model.net
     return score_stream(
         lambda audio: run_model_on_audio(model, audio, threads=threads, budget=budget),
@@ -153,8 +156,11 @@ def score_stream(
     config = config or DetectionConfig()
     audio = read_wav(wav_path)
     duration_ms = 1000.0 * len(audio) / SAMPLE_RATE
-    # labels that do not fit the model or the audio would be scored as misses: refused
-    ground_truth = read_stream_labels(labels_path, words=labels, duration_ms=duration_ms)
+    # labels that do not fit the model or the audio would be scored as misses: refused;
+    # none at all is a noise-only stream (`sanas data stream --noise-only`)
+    ground_truth = read_stream_labels(
+        labels_path, words=labels, duration_ms=duration_ms, allow_empty=True
+    )
     start = time.perf_counter()
     try:
         run = run_audio(audio)

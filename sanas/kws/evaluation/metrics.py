@@ -139,10 +139,16 @@ class StreamingScore:
     def fa_per_hour(self) -> float:
         return self.false_alarm * MS_PER_HOUR / self.duration_ms
 
-    def to_dict(self) -> dict[str, int | float | str]:
-        """Counts, percentages and FA/h as one flat, JSON-ready mapping (NaN when no words)."""
+    def to_dict(self) -> dict[str, int | float | str | None]:
+        """Counts, percentages and FA/h as one flat, JSON-ready mapping (a percentage of no
+        word is None: JSON has no NaN)."""
         derived = ("matched_pct", "correct_pct", "wrong_pct", "false_alarm_pct", "fa_per_hour")
-        return {**asdict(self), **{name: getattr(self, name) for name in derived}}
+        return {**asdict(self), **{name: number_or_none(getattr(self, name)) for name in derived}}
+
+
+def number_or_none(value: float) -> float | None:
+    """``value``, or None for NaN (an undefined rate): what JSON can hold."""
+    return None if math.isnan(value) else value
 
 
 @dataclass(frozen=True)

@@ -141,14 +141,30 @@ def _register_backbones() -> None:
 _register_backbones()
 
 
+def counterpart(name: str, family: str) -> str:
+    """The model of ``family`` on the network of the registered model ``name``: for a
+    backbone ``<backbone>`` (static), ``<backbone>-bsn`` or ``<backbone>-sanas``; for
+    cnn-trad-fpool3 ``static-shortcuts``, ``bsn`` or ``sanas`` (a searched graph has the
+    shortcuts). What a recipe's stages train when ``--set model=`` picks another backbone."""
+    suffixes = {f: suffix for f, _, suffix, _ in BACKBONE_MODELS}
+    if family not in suffixes:
+        raise ValueError(f"family must be one of {tuple(suffixes)}, got {family!r}")
+    for backbone in BACKBONES:
+        if name in {backbone.name + suffix for suffix in suffixes.values()}:
+            return backbone.name + suffixes[family]
+    fpool3 = {model: model_family for model, model_family, _, _, _ in FPOOL3_MODELS}
+    if name not in fpool3:
+        raise ValueError(f"no {family} counterpart is known for the model {name!r}")
+    if fpool3[name] == family:
+        return name
+    return {"static": "static-shortcuts", "bsn": "bsn", "sanas": "sanas"}[family]
+
+
 def sanas_counterpart(name: str) -> str:
     """The SANAS model on the super network of the registered model ``name``: ``sanas``
     for cnn-trad-fpool3's, ``<backbone>-sanas`` for a backbone's (whose graph, with early
     exits, is ``<backbone>-bsn``'s, not the static ``<backbone>``'s)."""
-    for backbone in BACKBONES:
-        if name in {backbone.name + suffix for _, _, suffix, _ in BACKBONE_MODELS}:
-            return backbone.name + "-sanas"
-    return "sanas"
+    return counterpart(name, "sanas")
 
 
 # The built-in names, what a run's config may name; models registered later are in

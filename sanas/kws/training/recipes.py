@@ -11,7 +11,10 @@ same command after a kill finishes the run.
 pretraining stage, ``imitate.key=value`` to the imitation's settings and
 ``operating_point.key=value`` to the stored operating point. The pretraining stage also
 takes this run's settings that define the network or the data (channels, task, seed, the
-example limits, threads, workers, device), so the two networks match.
+example limits, threads, workers, device), so the two networks match, and when this run's
+``model`` is set, the same network in the family its recipe trains: ``--set
+model=bc-resnet-1-sanas`` on ``kws-efficient-sanas`` trains ``bc-resnet-1-bsn``'s exits
+after a static ``bc-resnet-1``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from sanas.kws.config import ConfigError, Recipe, load_recipe, parse_setting, re
 from sanas.kws.data.speech_commands import SILENCE, UNKNOWN, SpeechCommands, kws_task
 from sanas.kws.data.stream_file import generate_streaming_test
 from sanas.kws.model.operating_point import OperatingPoint
+from sanas.kws.model.registry import model_family
+from sanas.kws.model.zoo import counterpart
 from sanas.kws.runs import RunResult, save_operating_point
 from sanas.kws.training.distributed import world_size
 from sanas.kws.training.imitation import IMITATION_RECORD, imitation_result, imitation_run
@@ -64,6 +69,7 @@ def train_recipe(
     pretrained = None
     if recipe.pretrain is not None:
         shared = [s for s in stages[""] if s.split("=")[0].strip() in SHARED_WITH_PRETRAINING]
+        shared += _pretraining_model(recipe.pretrain, config.model, stages[""])
         pretrained = out / PRETRAIN_DIR
         train_recipe(recipe.pretrain, data, pretrained, [*shared, *stages["pretrain"]], progress)
     if recipe.imitate is not None:
@@ -78,6 +84,20 @@ def train_recipe(
     if recipe.operating_point is not None:
         save_operating_point(out, OperatingPoint.from_dict(recipe.operating_point))
     return result
+
+
+def _pretraining_model(pretrain: str, model: str, settings: Sequence[str]) -> list[str]:
+    """``["model=M"]``: the pretraining recipe's family of ``model`` when ``settings`` set
+    this run's model (explicit ``pretrain.model=`` settings come after and win)."""
+    if not any(parse_setting(setting)[0] == "model" for setting in settings):
+        return []
+    stage_model = recipe_config(load_recipe(pretrain), data="-", out="-").model
+    try:
+        return [f"model={counterpart(model, model_family(stage_model))}"]
+    except ValueError as error:
+        raise ConfigError(
+            f"model {model!r}: {error}; set the pretraining stage's with --set pretrain.model=..."
+        ) from None
 
 
 def _split_settings(settings: Sequence[str]) -> dict[str, list[str]]:

@@ -1,0 +1,73 @@
+"""The modern-backbone experiment (sanas.lab.backbones) on a tiny TC-ResNet8 family: its
+static run and SANAS by imitation, scored on tiny streams, chosen on validation."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from sanas.lab import backbones
+from sanas.lab.backbones import Family, Row, choose_point, run_backbone_experiment
+
+TINY = ["epochs=1", "channels=2", "batch_size=8", "workers=0", "threads=1",
+        "pretrain.epochs=1", "pretrain.pretrain.epochs=1",
+        "imitate.epochs=1", "imitate.stream_minutes=1"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def family(tone_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Family:
+    from sanas.kws.training.recipes import train_recipe
+
+    out = tmp_path_factory.mktemp("family") / "tc-resnet8-sanas"
+    train_recipe("kws-efficient-sanas", tone_data, out, TINY, progress=False)
+    return Family("TC-ResNet8", static=out / "pretrain" / "pretrain", adaptive=out)
+
+
+def _row(correct: float, macs: float, adaptive: bool = True) -> Row:
+    score = {"correct": correct, "matched": correct, "macs_per_step": macs}
+    return Row("f", "m", "r", "τ", adaptive, 1, 1, 0.0, 0.0, {"validation": score})
+
+
+def test_the_chosen_point_is_the_most_correct_within_a_third_of_the_static_cost() -> None:
+    static = _row(50.0, 3e6, adaptive=False)
+    cheap, better, too_costly = _row(40.0, 0.2e6), _row(45.0, 1e6), _row(60.0, 1.1e6)
+    assert choose_point(static, [cheap, better, too_costly]) is better
+    assert choose_point(static, [too_costly]) is None
+
+
+def test_every_family_is_scored_on_every_stream_into_one_table_and_figure(
+    family: Family, tiny_stream: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    streams = {"validation": tiny_stream, "test": tiny_stream}
+    rows = run_backbone_experiment([family], streams, tmp_path, thresholds=(0.5, 0.1))
+    # the static run, then the SANAS run at its stored point (τ 0.1) and at τ 0.5
+    assert [(r.model, r.point) for r in rows] == [
+        ("tc-resnet8", ""), ("tc-resnet8-sanas", "stored"), ("tc-resnet8-sanas", "τ 0.5"),
+    ]  # fmt: skip
+    static, *adaptive = rows
+    assert sum(r.chosen for r in rows) <= 1 and not static.chosen
+    assert all(r.scores["test"]["macs_per_step"] <= r.clip_macs for r in adaptive)
+    assert adaptive[0].clip_macs > static.clip_macs  # the exits' heads
+    assert static.scores["test"]["macs_per_step"] == static.clip_macs  # every node, every step
+    # the SANAS recipe's minutes count its static and exits stages and the imitation
+    assert adaptive[0].training_minutes > static.training_minutes > 0
+    table = (tmp_path / "table.md").read_text().splitlines()
+    assert len(table) == 2 + len(rows) and "tc-resnet8-sanas" in table[-1]
+    with (tmp_path / "table.csv").open() as handle:
+        assert [r["point"] for r in csv.DictReader(handle)] == ["", "stored", "τ 0.5"]
+    assert (tmp_path / "cost_accuracy.png").stat().st_size > 10_000
+
+    def never(*_: object, **__: object) -> None:
+        raise AssertionError("a cached score was computed again")
+
+    monkeypatch.setattr(backbones, "evaluate_run", never)
+    monkeypatch.setattr(backbones, "run_clip_accuracy", never)
+    again = run_backbone_experiment([family], streams, tmp_path, thresholds=(0.5, 0.1))
+    assert [r.scores for r in again] == [r.scores for r in rows]
+
+
+def test_an_unknown_stream_name_is_refused(family: Family, tiny_stream: Path) -> None:
+    with pytest.raises(ValueError, match="streams must be among"):
+        run_backbone_experiment([family], {"val": tiny_stream}, "unused")
