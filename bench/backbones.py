@@ -3,7 +3,8 @@
 Scores each family's static run and its adaptive run (SANAS by imitation or by search) on a
 validation stream (to choose on), a test stream (to report), a stream of background noise
 alone and the test list's clips; chooses each adaptive point on validation (the most
-Correct at <= 1/3 of the static network's MACs per step); writes table.md, table.csv and
+Correct at <= 1/3 of the static network's MACs per step and <= 1 more false alarm per
+hour); writes table.md, table.csv and
 cost_accuracy.png into --out (sanas.lab.backbones). Scores are cached: a rerun resumes.
 
 Usage:
@@ -43,13 +44,15 @@ def main() -> None:
     parser.add_argument("--noisestream", type=Path)
     parser.add_argument("--family", type=_family, action="append", required=True)
     parser.add_argument("--thresholds", default="0.5,0.3,0.1,0.05")
+    parser.add_argument("--reuse-steps", default="", help="e.g. 0,1,2 (default: the run's)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # one stream, one thread: as sanas evaluate streams
     streams = {"validation": args.valstream, "test": args.teststream}
     if args.noisestream is not None:
         streams["noise"] = args.noisestream
     thresholds = tuple(float(t) for t in args.thresholds.split(",") if t)
-    run_backbone_experiment(args.family, streams, args.out, thresholds)
+    reuse_steps = tuple(int(r) for r in args.reuse_steps.split(",") if r)
+    run_backbone_experiment(args.family, streams, args.out, thresholds, reuse_steps)
     print((args.out / "table.md").read_text())
 
 

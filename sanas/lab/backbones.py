@@ -4,16 +4,19 @@ Each family is a static run and, optionally, an adaptive run (SANAS by imitation
 search) on that network. Every run is scored on a validation stream (to choose on), a test
 stream (to report), a stream of background noise alone (what silence costs) and the test
 list's 1 s clips (the field's headline number, full network). An adaptive run is scored at
-its stored operating point and at each controller threshold τ of ``thresholds``; the point
-reported is chosen on validation by a rule fixed in advance (:func:`choose_point`). The
-results are one table (``table.md``, ``table.csv``) and one cost/accuracy figure
-(``cost_accuracy.png``) with every family's curve. Each score is cached as JSON in
-``OUT/scores/``, so a rerun after a kill scores only what is missing.
+its stored operating point and at each controller threshold τ of ``thresholds`` × number
+of reused steps; the point reported is chosen on validation by a rule fixed in advance
+(:func:`choose_point`). The results are one table (``table.md``, ``table.csv``), one
+cost/accuracy figure (``cost_accuracy.png``) with every family's curve, and the test
+stream's false-alarm / false-reject curves of each static network and chosen point
+(``fa_fr_curve.png``). Each score is cached as JSON in ``OUT/scores/``, so a rerun after a
+kill scores only what is missing.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 from collections.abc import Sequence
@@ -26,6 +29,7 @@ from tqdm import tqdm
 
 from sanas.kws.evaluation.clips import run_clip_accuracy
 from sanas.kws.evaluation.evaluate import evaluate_run
+from sanas.kws.evaluation.metrics import CurvePoint, plot_fa_fr_curve
 from sanas.kws.model.operating_point import OperatingPoint
 from sanas.kws.model.registry import model_info
 from sanas.kws.runs import read_operating_point, run_config
@@ -34,6 +38,7 @@ from sanas.kws.training.recipes import PRETRAIN_DIR
 
 STREAMS = ("validation", "test", "noise")
 MAX_COST_SHARE = 1 / 3  # an adaptive point may spend at most this share of its static network
+EXTRA_FALSE_ALARMS_PER_HOUR = 1.0  # and make at most this many more false alarms per hour
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ class Row:
     training_minutes: float
     clip_accuracy: float
     scores: dict[str, dict[str, Any]]
+    reuse_steps: int | None = None
     chosen: bool = False
 
 
@@ -94,14 +100,25 @@ def training_minutes(run: Path) -> float:
     return seconds / 60.0
 
 
-def _points(run: Path, thresholds: Sequence[float]) -> dict[str, OperatingPoint]:
-    """The run's stored operating point and the same at each threshold, by label."""
+def operating_points(
+    run: Path, thresholds: Sequence[float], reuse_steps: Sequence[int] = ()
+) -> dict[str, OperatingPoint]:
+    """The run's stored operating point, then the same at each threshold × each number of
+    reused steps (default: the stored one), by label ("τ 0.1, reuse 2"), without repeats."""
     stored = read_operating_point(run)
+    stored = replace(stored, architecture_threshold=stored.architecture_threshold or 0.5)
     points = {"stored": stored}
-    for tau in thresholds:
-        if tau != stored.architecture_threshold:
-            points[f"τ {tau:g}"] = replace(stored, architecture_threshold=tau)
+    for tau, reuse in itertools.product(thresholds, reuse_steps or [stored.reuse_steps]):
+        point = replace(stored, architecture_threshold=tau, reuse_steps=reuse)
+        if point not in points.values():
+            points[f"τ {tau:g}, reuse {reuse}"] = point
     return points
+
+
+def _label(point: OperatingPoint, name: str) -> str:
+    """How the table names a point: its threshold and reuse (and that it is stored)."""
+    text = f"τ {point.architecture_threshold:g}, reuse {point.reuse_steps}"
+    return f"{text} (stored)" if name == "stored" else text
 
 
 def score_run(
@@ -109,25 +126,25 @@ def score_run(
     run: Path,
     streams: dict[str, Path],
     out: Path,
-    thresholds: Sequence[float] = (),
+    points: dict[str, OperatingPoint] | None = None,
     progress: tqdm | None = None,
 ) -> list[Row]:
-    """Every operating point of ``run`` on every stream of ``streams`` (name → folder with
-    stream.wav and labels.txt), with its clip accuracy; scores cached under ``out/scores``."""
+    """``run`` on every stream of ``streams`` (name → folder with stream.wav and labels.txt)
+    at each of ``points`` (a SANAS run; None: a static run's one), with its clip accuracy;
+    scores cached under ``out/scores``."""
     config = run_config(run)
-    adaptive = config.model.endswith("sanas")
     info = model_info(config.model, config.channels)
     cache = out / "scores" / run.name
     clip = _cached(
         cache / "clips_testing.json", lambda: run_clip_accuracy(run, "testing").to_dict()
     )
     rows = []
-    for label, point in (_points(run, thresholds) if adaptive else {"": None}).items():
+    for name, point in (points or {"": None}).items():
         scores = {}
         for stream, folder in streams.items():
-            path = cache / f"{stream}{'_' + label.replace(' ', '') if label else ''}.json"
+            file = f"{stream}_{_label(point, '').replace(' ', '')}" if point else stream
             scores[stream] = _cached(
-                path,
+                cache / f"{file}.json",
                 lambda f=folder, p=point: evaluate_run(run, *_stream_files(f), point=p).to_dict(),
             )
             if progress is not None:
@@ -137,13 +154,14 @@ def score_run(
                 family=family,
                 model=config.model,
                 run=str(run),
-                point=label,
-                adaptive=adaptive,
+                point=_label(point, name) if point else "",
+                adaptive=point is not None,
                 params=info["params"],
                 clip_macs=info["macs"],
                 training_minutes=training_minutes(run),
                 clip_accuracy=clip["accuracy"],
                 scores=scores,
+                reuse_steps=point.reuse_steps if point else None,
             )
         )
     return rows
@@ -152,9 +170,17 @@ def score_run(
 def choose_point(static: Row, adaptive: Sequence[Row]) -> Row | None:
     """The adaptive point chosen on validation: the most Correct (then Matched, then fewer
     MACs) among those that spend at most :data:`MAX_COST_SHARE` of the static network's
-    MACs per step there; ``None`` when none does."""
-    budget = MAX_COST_SHARE * static.scores["validation"]["macs_per_step"]
-    within = [row for row in adaptive if row.scores["validation"]["macs_per_step"] <= budget]
+    MACs per step and make at most :data:`EXTRA_FALSE_ALARMS_PER_HOUR` more false alarms
+    per hour than it there; ``None`` when none does."""
+    reference = static.scores["validation"]
+    budget = MAX_COST_SHARE * reference["macs_per_step"]
+    alarms = reference["fa_per_hour"] + EXTRA_FALSE_ALARMS_PER_HOUR
+    within = [
+        row
+        for row in adaptive
+        if row.scores["validation"]["macs_per_step"] <= budget
+        and row.scores["validation"]["fa_per_hour"] <= alarms
+    ]
 
     def key(row: Row) -> tuple[float, float, float]:
         val = row.scores["validation"]
@@ -168,6 +194,7 @@ def run_backbone_experiment(
     streams: dict[str, Path],
     out: str | os.PathLike[str],
     thresholds: Sequence[float] = (0.5, 0.3, 0.1, 0.05),
+    reuse_steps: Sequence[int] = (),
 ) -> list[Row]:
     """Score every family's runs, choose each adaptive point on validation, and write
     ``table.md``, ``table.csv`` and ``cost_accuracy.png`` into ``out``."""
@@ -181,11 +208,20 @@ def run_backbone_experiment(
             static = score_run(family.name, family.static, streams, out, progress=progress)
             rows += static
             if family.adaptive is not None:
-                points = score_run(family.name, family.adaptive, streams, out, thresholds, progress)
+                sweep = operating_points(family.adaptive, thresholds, reuse_steps)
+                points = score_run(family.name, family.adaptive, streams, out, sweep, progress)
                 chosen = choose_point(static[0], points)
                 rows += [replace(row, chosen=row is chosen) for row in points]
     write_table(rows, out)
     plot_cost_accuracy(rows, out / "cost_accuracy.png")
+    curves = {
+        f"{row.family} {row.point or 'static'}": [
+            CurvePoint.from_dict(point) for point in row.scores["test"]["fa_fr_curve"]
+        ]
+        for row in rows
+        if row.chosen or not row.adaptive
+    }
+    plot_fa_fr_curve(curves, out / "fa_fr_curve.png")
     return rows
 
 
@@ -258,17 +294,21 @@ def plot_cost_accuracy(rows: Sequence[Row], path: Path) -> None:
             axes.scatter(test["macs_per_step"], test["correct"], marker="s", color=color,
                          label=f"{row.family} static")  # fmt: skip
     for family, color in colors.items():
+        adaptive = [r for r in rows if r.family == family and r.adaptive]
+        if not adaptive:
+            continue
+        # one curve through the thresholds, at the chosen point's number of reused steps
+        shown = next((r for r in adaptive if r.chosen), adaptive[0]).reuse_steps
         points = sorted(
             (r.scores["test"]["macs_per_step"], r.scores["test"]["correct"], r.chosen)
-            for r in rows
-            if r.family == family and r.adaptive
+            for r in adaptive
+            if r.reuse_steps == shown
         )
-        if points:
-            axes.plot([p[0] for p in points], [p[1] for p in points], "o-", color=color,
-                      label=f"{family} adaptive")  # fmt: skip
-            for macs, correct, chosen in points:
-                if chosen:
-                    axes.scatter(macs, correct, s=160, facecolors="none", edgecolors=color)
+        axes.plot([p[0] for p in points], [p[1] for p in points], "o-", color=color,
+                  label=f"{family} adaptive (reuse {shown})")  # fmt: skip
+        for macs, correct, chosen in points:
+            if chosen:
+                axes.scatter(macs, correct, s=160, facecolors="none", edgecolors=color)
     axes.set_xscale("log")
     axes.set_xlabel("MACs per 200 ms step on the test stream (log)")
     axes.set_ylabel("Correct on the test stream (% of words)")

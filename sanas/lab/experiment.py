@@ -363,10 +363,7 @@ def _write_outputs(
     for row in rows:
         saved = _eval_file(row["run"], "stream", row["architecture_threshold"], row["held_budget"])
         scores = json.loads(saved.read_text())
-        curves[row["model"]] = [  # an undefined rate is null in the JSON
-            CurvePoint(**{k: math.nan if v is None else v for k, v in point.items()})
-            for point in scores["fa_fr_curve"]
-        ]
+        curves[row["model"]] = [CurvePoint.from_dict(point) for point in scores["fa_fr_curve"]]
     plot_fa_fr_curve(curves, out / "fa_fr_curve.png")
     # imitation runs have no training history per class
     sanas_rows = [

@@ -232,7 +232,8 @@ def test_kws_efficient_sanas_imitates_on_a_backbone_with_exits(
     from sanas.kws.training.gates import gate_tiers
 
     out = tmp_path / "run"
-    settings = [*TINY, "imitate.epochs=1", "imitate.stream_minutes=1", "pretrain.epochs=1",
+    settings = [*TINY, "imitate.epochs=1", "imitate.stream_minutes=1", "imitate.noise_minutes=1",
+                "pretrain.epochs=1",
                 "pretrain.pretrain.epochs=1"]  # fmt: skip
     recipes.train_recipe("kws-efficient-sanas", tone_data, out, settings, progress=False)
     static = run_config(out / "pretrain" / "pretrain")  # the static backbone first
@@ -241,8 +242,8 @@ def test_kws_efficient_sanas_imitates_on_a_backbone_with_exits(
     assert pretrained.model == "tc-resnet8-bsn" and pretrained.search.train_cheapest_network
     assert pretrained.init_from == str(out / "pretrain" / "pretrain") and pretrained.epochs == 1
     model, config = load_run(out)
-    assert config.model == "tc-resnet8-sanas" and model.reuse_steps == 2
-    assert read_operating_point(out).architecture_threshold == 0.1
+    assert config.model == "tc-resnet8-sanas" and model.reuse_steps == 1
+    assert read_operating_point(out).architecture_threshold == 0.05
     assert gate_tiers(model)["cheap"] == {"in", "exit_0", "features", "classifier"}
     record = json.loads((out / "imitation.json").read_text())
     assert record["gate"] == "aligned" and 0 < record["gate_share"][0] < 1
@@ -284,3 +285,28 @@ def test_a_model_of_no_known_family_has_no_counterpart() -> None:
     assert counterpart("sanas", "static") == "static-shortcuts"
     with pytest.raises(ValueError, match="no bsn counterpart is known for the model 'my-net'"):
         counterpart("my-net", "bsn")
+
+
+def test_imitation_can_also_learn_from_background_noise_alone(
+    tone_data: Path, tmp_path: Path
+) -> None:
+    """With imitate.noise_minutes the controller also imitates on a stream without words,
+    where the gate spends nothing: what keeps a recurrent controller from expecting a word
+    every 3 s (the word streams' rhythm) on long silences."""
+    from sanas.kws.training import recipes
+
+    settings = [
+        *TINY,
+        "imitate.epochs=1",
+        "imitate.stream_minutes=1",
+        "imitate.noise_minutes=1",
+    ]
+    recipes.train_recipe("fpool3-sanas", tone_data, tmp_path, settings, progress=False)
+    assert (tmp_path / "trainnoise" / "labels.txt").read_text() == ""
+    record = json.loads((tmp_path / "imitation.json").read_text())
+    assert record["streams"] == [str(tmp_path / "trainstream"), str(tmp_path / "trainnoise")]
+    assert record["gate_share"][0] > 0 and record["gate_share"][1] == 0
+    with pytest.raises(ConfigError, match=r"imitate\.noise_minutes must be >= 0, got -1"):
+        recipes.train_recipe(
+            "fpool3-sanas", tone_data, tmp_path / "bad", [*TINY, "imitate.noise_minutes=-1"]
+        )

@@ -9,11 +9,17 @@ from pathlib import Path
 import pytest
 
 from sanas.lab import backbones
-from sanas.lab.backbones import Family, Row, choose_point, run_backbone_experiment
+from sanas.lab.backbones import (
+    Family,
+    Row,
+    choose_point,
+    operating_points,
+    run_backbone_experiment,
+)
 
 TINY = ["epochs=1", "channels=2", "batch_size=8", "workers=0", "threads=1",
         "pretrain.epochs=1", "pretrain.pretrain.epochs=1",
-        "imitate.epochs=1", "imitate.stream_minutes=1"]  # fmt: skip
+        "imitate.epochs=1", "imitate.stream_minutes=1", "imitate.noise_minutes=1"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -25,27 +31,39 @@ def family(tone_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Family:
     return Family("TC-ResNet8", static=out / "pretrain" / "pretrain", adaptive=out)
 
 
-def _row(correct: float, macs: float, adaptive: bool = True) -> Row:
-    score = {"correct": correct, "matched": correct, "macs_per_step": macs}
+def _row(correct: float, macs: float, alarms: float = 0.0, adaptive: bool = True) -> Row:
+    score = {"correct": correct, "matched": correct, "macs_per_step": macs, "fa_per_hour": alarms}
     return Row("f", "m", "r", "τ", adaptive, 1, 1, 0.0, 0.0, {"validation": score})
 
 
-def test_the_chosen_point_is_the_most_correct_within_a_third_of_the_static_cost() -> None:
-    static = _row(50.0, 3e6, adaptive=False)
-    cheap, better, too_costly = _row(40.0, 0.2e6), _row(45.0, 1e6), _row(60.0, 1.1e6)
-    assert choose_point(static, [cheap, better, too_costly]) is better
-    assert choose_point(static, [too_costly]) is None
+def test_the_chosen_point_is_the_most_correct_within_a_third_of_the_cost_and_one_alarm() -> None:
+    static = _row(50.0, 3e6, alarms=1.0, adaptive=False)
+    cheap, better = _row(40.0, 0.2e6), _row(45.0, 1e6, alarms=2.0)
+    too_costly, too_alarming = _row(60.0, 1.1e6), _row(60.0, 0.5e6, alarms=3.0)
+    assert choose_point(static, [cheap, better, too_costly, too_alarming]) is better
+    assert choose_point(static, [too_costly, too_alarming]) is None
+
+
+def test_the_operating_points_are_the_stored_one_then_each_threshold_and_reuse(
+    family: Family,
+) -> None:
+    points = operating_points(family.adaptive, (0.05, 0.3), (1, 0))
+    assert list(points) == ["stored", "τ 0.05, reuse 0", "τ 0.3, reuse 1", "τ 0.3, reuse 0"]
+    assert points["stored"].architecture_threshold == 0.05  # the recipe's
+    assert points["stored"].reuse_steps == 1
 
 
 def test_every_family_is_scored_on_every_stream_into_one_table_and_figure(
     family: Family, tiny_stream: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     streams = {"validation": tiny_stream, "test": tiny_stream}
-    rows = run_backbone_experiment([family], streams, tmp_path, thresholds=(0.5, 0.1))
-    # the static run, then the SANAS run at its stored point (τ 0.1) and at τ 0.5
+    rows = run_backbone_experiment([family], streams, tmp_path, thresholds=(0.5, 0.05))
+    # the static run, then the SANAS run at its stored point (τ 0.05) and at τ 0.5
     assert [(r.model, r.point) for r in rows] == [
-        ("tc-resnet8", ""), ("tc-resnet8-sanas", "stored"), ("tc-resnet8-sanas", "τ 0.5"),
-    ]  # fmt: skip
+        ("tc-resnet8", ""),
+        ("tc-resnet8-sanas", "τ 0.05, reuse 1 (stored)"),
+        ("tc-resnet8-sanas", "τ 0.5, reuse 1"),
+    ]
     static, *adaptive = rows
     assert sum(r.chosen for r in rows) <= 1 and not static.chosen
     assert all(r.scores["test"]["macs_per_step"] <= r.clip_macs for r in adaptive)
@@ -56,15 +74,16 @@ def test_every_family_is_scored_on_every_stream_into_one_table_and_figure(
     table = (tmp_path / "table.md").read_text().splitlines()
     assert len(table) == 2 + len(rows) and "tc-resnet8-sanas" in table[-1]
     with (tmp_path / "table.csv").open() as handle:
-        assert [r["point"] for r in csv.DictReader(handle)] == ["", "stored", "τ 0.5"]
+        assert [r["point"] for r in csv.DictReader(handle)] == [r.point for r in rows]
     assert (tmp_path / "cost_accuracy.png").stat().st_size > 10_000
+    assert (tmp_path / "fa_fr_curve.png").stat().st_size > 10_000
 
     def never(*_: object, **__: object) -> None:
         raise AssertionError("a cached score was computed again")
 
     monkeypatch.setattr(backbones, "evaluate_run", never)
     monkeypatch.setattr(backbones, "run_clip_accuracy", never)
-    again = run_backbone_experiment([family], streams, tmp_path, thresholds=(0.5, 0.1))
+    again = run_backbone_experiment([family], streams, tmp_path, thresholds=(0.5, 0.05))
     assert [r.scores for r in again] == [r.scores for r in rows]
 
 

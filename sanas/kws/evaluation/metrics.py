@@ -159,6 +159,11 @@ class CurvePoint:
     false_alarms_per_hour: float
     false_reject_rate: float
 
+    @classmethod
+    def from_dict(cls, values: Mapping[str, float | None]) -> CurvePoint:
+        """From a scores JSON, where an undefined rate (no keyword in the stream) is null."""
+        return cls(**{k: math.nan if v is None else v for k, v in values.items()})
+
 
 @dataclass(frozen=True)
 class _Smoothed:

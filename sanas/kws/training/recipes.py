@@ -3,7 +3,8 @@
 A recipe (:class:`~sanas.kws.config.Recipe`) may first pretrain another recipe into
 ``RUN/pretrain`` (whose weights start this run), then either train (``sanas train``'s loop)
 or, for an ``imitate`` recipe, make a stream of training speakers in ``RUN/trainstream``
-and train the SANAS controller of the pretrained network to imitate a gate on it. Each
+(and, with ``imitate.noise_minutes``, one of background noise alone in ``RUN/trainnoise``)
+and train the SANAS controller of the pretrained network to imitate a gate on them. Each
 stage is skipped when its output is complete and resumes when it is not, so rerunning the
 same command after a kill finishes the run.
 
@@ -39,6 +40,7 @@ from sanas.kws.training.loop import train
 
 PRETRAIN_DIR = "pretrain"
 STREAM_DIR = "trainstream"
+NOISE_DIR = "trainnoise"  # background noise alone, with imitate.noise_minutes
 # Settings the pretraining stage shares with the run it starts: its network and data.
 SHARED_WITH_PRETRAINING = ("channels", "task", "seed", "limit_train", "limit_val", "threads",
                            "workers", "device")  # fmt: skip
@@ -135,26 +137,35 @@ def _imitate(
     progress: bool,
 ) -> RunResult:
     """The imitation stage: a stream of training speakers saying the task's ``words`` that
-    the data has (and others), then the controller imitating a gate on it (each skipped
-    when complete)."""
+    the data has (and others), optionally a stream of background noise alone, then the
+    controller imitating a gate on them (each skipped when complete)."""
     settings = dict(settings)
     minutes = float(settings.pop("stream_minutes", 120.0))
-    stream = out / STREAM_DIR
-    if not (stream / "labels.txt").is_file():
-        if not math.isfinite(minutes) or minutes <= 0:
-            raise ConfigError(f"imitate.stream_minutes must be > 0, got {minutes}")
-        dataset = SpeechCommands(data)
+    noise_minutes = float(settings.pop("noise_minutes", 0.0))
+    if not (math.isfinite(minutes) and minutes > 0):
+        raise ConfigError(f"imitate.stream_minutes must be > 0, got {minutes}")
+    if not (math.isfinite(noise_minutes) and noise_minutes >= 0):
+        raise ConfigError(f"imitate.noise_minutes must be >= 0, got {noise_minutes}")
+    dataset = SpeechCommands(data)
+    streams = [out / STREAM_DIR]
+    if not (streams[0] / "labels.txt").is_file():
         generate_streaming_test(
             dataset,
-            stream,
+            streams[0],
             minutes=minutes,
             seed=seed + 1,
             split="training",
             wanted_words=[word for word in words if word in dataset.words],
         )
+    if noise_minutes > 0:
+        streams.append(out / NOISE_DIR)
+        if not (streams[1] / "labels.txt").is_file():
+            generate_streaming_test(
+                dataset, streams[1], minutes=noise_minutes, seed=seed + 2, noise_only=True
+            )
     if not (out / IMITATION_RECORD).is_file():
         try:
-            imitation_run(pretrained, [stream], out, seed=seed, progress=progress, **settings)
+            imitation_run(pretrained, streams, out, seed=seed, progress=progress, **settings)
         except TypeError as error:  # an unknown or ill-typed imitation setting
             raise ConfigError(f"imitate: {error}") from None
     return imitation_result(out)
