@@ -284,13 +284,15 @@ def write_table(rows: Sequence[Row], out: Path) -> None:
 def plot_cost_accuracy(rows: Sequence[Row], path: Path) -> None:
     """Test-stream Correct against MACs per step: each family's static network (a square)
     and its adaptive points (a line through its thresholds; the chosen one circled)."""
-    figure = Figure(figsize=(7.5, 5))
+    figure = Figure(figsize=(9.5, 5))
     axes = figure.subplots()
-    colors = {}
+    colors: dict[str, str] = {}
+    drawn: set[str] = set()  # a static run two families share is drawn once
     for row in rows:
         color = colors.setdefault(row.family, f"C{len(colors)}")
         test = row.scores["test"]
-        if not row.adaptive:
+        if not row.adaptive and row.run not in drawn:
+            drawn.add(row.run)
             axes.scatter(test["macs_per_step"], test["correct"], marker="s", color=color,
                          label=f"{row.family} static")  # fmt: skip
     for family, color in colors.items():
@@ -314,6 +316,6 @@ def plot_cost_accuracy(rows: Sequence[Row], path: Path) -> None:
     axes.set_ylabel("Correct on the test stream (% of words)")
     axes.set_title("Cost and accuracy of every family (circled: chosen on validation)")
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=7, loc="lower right")
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
     figure.savefig(path, dpi=120)
