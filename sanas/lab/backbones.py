@@ -138,6 +138,7 @@ def score_run(
     clip = _cached(
         cache / "clips_testing.json", lambda: run_clip_accuracy(run, "testing").to_dict()
     )
+    minutes = training_minutes(run)
     rows = []
     for name, point in (points or {"": None}).items():
         scores = {}
@@ -158,7 +159,7 @@ def score_run(
                 adaptive=point is not None,
                 params=info["params"],
                 clip_macs=info["macs"],
-                training_minutes=training_minutes(run),
+                training_minutes=minutes,
                 clip_accuracy=clip["accuracy"],
                 scores=scores,
                 reuse_steps=point.reuse_steps if point else None,

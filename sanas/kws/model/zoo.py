@@ -157,7 +157,8 @@ def counterpart(name: str, family: str) -> str:
         raise ValueError(f"no {family} counterpart is known for the model {name!r}")
     if fpool3[name] == family:
         return name
-    return {"static": "static-shortcuts", "bsn": "bsn", "sanas": "sanas"}[family]
+    with_shortcuts = {f: model for model, f, _, shortcuts, _ in FPOOL3_MODELS if shortcuts}
+    return with_shortcuts[family]
 
 
 def sanas_counterpart(name: str) -> str:

@@ -27,7 +27,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sanas.kws.config import ConfigError, Recipe, load_recipe, parse_setting, recipe_config
+from sanas.kws.config import (
+    ConfigError,
+    Recipe,
+    TrainConfig,
+    load_recipe,
+    parse_setting,
+    recipe_config,
+)
 from sanas.kws.data.speech_commands import SILENCE, UNKNOWN, SpeechCommands, kws_task
 from sanas.kws.data.stream_file import generate_streaming_test
 from sanas.kws.model.operating_point import OperatingPoint
@@ -93,7 +100,7 @@ def _pretraining_model(pretrain: str, model: str, settings: Sequence[str]) -> li
     this run's model (explicit ``pretrain.model=`` settings come after and win)."""
     if not any(parse_setting(setting)[0] == "model" for setting in settings):
         return []
-    stage_model = recipe_config(load_recipe(pretrain), data="-", out="-").model
+    stage_model = load_recipe(pretrain).fields.get("model", TrainConfig.model)
     try:
         return [f"model={counterpart(model, model_family(stage_model))}"]
     except ValueError as error:
@@ -148,24 +155,27 @@ def _imitate(
         raise ConfigError(f"imitate.noise_minutes must be >= 0, got {noise_minutes}")
     dataset = SpeechCommands(data)
     streams = [out / STREAM_DIR]
-    if not (streams[0] / "labels.txt").is_file():
-        generate_streaming_test(
-            dataset,
-            streams[0],
-            minutes=minutes,
-            seed=seed + 1,
-            split="training",
-            wanted_words=[word for word in words if word in dataset.words],
-        )
+    _make_stream(
+        dataset,
+        streams[0],
+        minutes=minutes,
+        seed=seed + 1,
+        split="training",
+        wanted_words=[word for word in words if word in dataset.words],
+    )
     if noise_minutes > 0:
         streams.append(out / NOISE_DIR)
-        if not (streams[1] / "labels.txt").is_file():
-            generate_streaming_test(
-                dataset, streams[1], minutes=noise_minutes, seed=seed + 2, noise_only=True
-            )
+        _make_stream(dataset, streams[1], minutes=noise_minutes, seed=seed + 2, noise_only=True)
     if not (out / IMITATION_RECORD).is_file():
         try:
             imitation_run(pretrained, streams, out, seed=seed, progress=progress, **settings)
         except TypeError as error:  # an unknown or ill-typed imitation setting
             raise ConfigError(f"imitate: {error}") from None
     return imitation_result(out)
+
+
+def _make_stream(dataset: SpeechCommands, folder: Path, **settings: Any) -> None:
+    """``folder``'s stream (:func:`generate_streaming_test` with ``settings``), unless a
+    previous run of the stage wrote it already."""
+    if not (folder / "labels.txt").is_file():
+        generate_streaming_test(dataset, folder, **settings)
