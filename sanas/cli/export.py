@@ -20,7 +20,7 @@ def export(
         False,
         "--int8",
         help="8-bit weights (ONNX Runtime dynamic quantisation, inside the `If` nodes too): "
-        "about a quarter of the file, dense layers read 4x fewer bytes per step.",
+        "a quarter to a third of the file, dense layers read 4x fewer bytes per step.",
     ),
 ) -> None:
     """Export a run's streaming step to ONNX, at an operating point fixed in the file.
@@ -30,8 +30,9 @@ def export(
     MACs and the new state. Each node of a SANAS run sits in an ONNX `If`, so ONNX
     Runtime computes only what the step uses. Labels, step, detection settings, MAC
     table and operating point are in the model's metadata. With --int8 the dense layers
-    compute in int8 and the convolutions keep fp32 arithmetic on int8-stored weights
-    (docs/deploy.md says why). Needs the export extra: `pip install 'sanas[export]'`.
+    compute in int8, and the convolutions and the controller keep fp32 arithmetic on
+    int8-stored weights (docs/deploy.md says why). Needs the export extra:
+    `pip install 'sanas[export]'`.
 
     Example: `sanas export runs/sanas --out runs/sanas/model.onnx --hold-budget 3.3e6`,
     then `sanas evaluate runs/sanas/model.onnx --stream-wav stream/stream.wav

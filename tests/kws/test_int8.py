@@ -1,7 +1,8 @@
 """int8 export (issue 19): `sanas export --int8` on a model trained on the real Speech
 Commands subset, scored on a real stream against its fp32 export: Correct within 1 point,
 the same top class at nearly every step, a quarter of the file, the `If` branches
-quantised and the controller left fp32."""
+quantised, and the controller's matrices stored int8 with fp32 arithmetic, choosing the
+fp32 architecture from the same state at nearly every step."""
 
 from __future__ import annotations
 
@@ -20,14 +21,20 @@ import onnx
 
 from sanas.cli import app
 from sanas.kws.data.audio import read_wav
+from sanas.kws.export.graphs import all_graphs
 from sanas.kws.export.onnx_export import export_model, read_metadata
+from sanas.kws.export.quantize import CONTROLLER_PREFIX
 from sanas.kws.export.runtime import OnnxStreamingModel
-from tests.kws.test_export import _branch_nodes, _switching_sanas
+from tests.kws.test_export import _assert_lean, _branch_nodes, _switching_sanas
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Measured on the real stream below: 100% (static) and 100% (SANAS, same state) of steps.
 MIN_AGREEMENT = 0.95
+# Same state, same architecture with an int8 controller: 97.0% of the steps for the random
+# controller below (chaotic, its choices near the threshold), 99.9% for a trained one
+# (TC-ResNet8-SANAS on an hour of real stream).
+MIN_SAME_CHOICE = 0.95
 
 
 def test_int8_scores_as_fp32_on_a_real_stream(
@@ -41,6 +48,7 @@ def test_int8_scores_as_fp32_on_a_real_stream(
         assert result.exit_code == 0, result.output
     assert paths["int8"].stat().st_size <= 0.30 * paths["fp32"].stat().st_size
     assert read_metadata(paths["int8"])["precision"] == "int8"
+    _assert_lean(paths["int8"])
     scores = {}
     stream = ["--stream-wav", str(real_stream / "stream.wav")]
     stream += ["--stream-labels", str(real_stream / "labels.txt")]
@@ -74,11 +82,17 @@ def test_int8_sanas_quantises_inside_its_if_nodes(
     model, labels = _switching_sanas(real_run)
     fp32 = OnnxStreamingModel(export_model(model, tmp_path / "sanas.onnx", labels))
     int8_path = export_model(model, tmp_path / "sanas-int8.onnx", labels, int8=True)
+    # 25.7 % (the sizes follow from the shapes alone); 27.9 % with the controller left fp32
+    assert int8_path.stat().st_size <= 0.27 * fp32.path.stat().st_size
     graph = onnx.load(str(int8_path)).graph
+    _assert_lean(int8_path)
     branch_ops = {node.op_type for node in _branch_nodes(graph)}
     assert "MatMulInteger" in branch_ops and "Gemm" not in branch_ops
     assert {"Conv", "DequantizeLinear"} <= branch_ops  # fp32 arithmetic, int8 weights
-    assert "MatMulInteger" not in {node.op_type for node in graph.node}  # the controller
+    assert _float_weights(graph) == []  # every matrix and kernel stored int8
+    controller = [n for n in graph.node if n.op_type == "DequantizeLinear"]
+    assert controller and all(n.output[0].startswith(CONTROLLER_PREFIX) for n in controller)
+    assert "MatMulInteger" not in {node.op_type for node in graph.node}  # fp32 arithmetic
     # Step by step from the same state (the fp32 run's): a random controller is chaotic,
     # so a free-running comparison would measure the chaos, not the rounding.
     recorder = _Recorder(fp32.session)
@@ -90,5 +104,19 @@ def test_int8_sanas_quantises_inside_its_if_nodes(
         expected, got = recorder.session.run(None, feeds), int8.run(None, feeds)
         same_architecture.append(np.array_equal(expected[2], got[2]))
         same_top.append(expected[1].argmax() == got[1].argmax())
-    assert all(same_architecture)  # the controller is fp32: the same state, the same choice
+    assert np.mean(same_architecture) >= MIN_SAME_CHOICE
     assert np.mean(same_top) >= MIN_AGREEMENT
+
+
+def _float_weights(graph: Any) -> list[str]:
+    """The weights (second input) of the ``Conv``, ``MatMul`` and ``Gemm`` nodes of
+    ``graph`` and its subgraphs that are stored as float initializers."""
+    found = []
+    for each in all_graphs(graph):
+        floats = {i.name for i in each.initializer if i.data_type == onnx.TensorProto.FLOAT}
+        found += [
+            node.input[1]
+            for node in each.node
+            if node.op_type in ("Conv", "MatMul", "Gemm") and node.input[1] in floats
+        ]
+    return found

@@ -17,6 +17,10 @@ step and window, the detection settings, the MACs per node and per tier, the ope
 point, the caches' shapes and the controller's sizes. Output reuse is not in the graph: the
 runtime (:mod:`sanas.kws.export.runtime`) applies it. ``cached=False`` exports the plain
 step that recomputes its window of 101 frames (the benchmark's anchor).
+
+The file keeps only what a runtime reads (:func:`~sanas.kws.export.graphs.strip_for_runtime`:
+not the exporter's stack traces on every node, a quarter of a small model's file), and its
+long int64 tables narrow (:func:`~sanas.kws.export.graphs.narrow_integer_tables`).
 """
 
 from __future__ import annotations
@@ -38,7 +42,11 @@ from sanas.kws.data.features import MFCC
 from sanas.kws.data.speech_commands import kws_task
 from sanas.kws.evaluation.metrics import DetectionConfig
 from sanas.kws.export import INSTALL_HINT
-from sanas.kws.export.graphs import move_weights_into_branches
+from sanas.kws.export.graphs import (
+    move_weights_into_branches,
+    narrow_integer_tables,
+    strip_for_runtime,
+)
 from sanas.kws.export.quantize import quantize_int8
 from sanas.kws.export.step import StreamingStep, architecture_tables
 from sanas.kws.model.kws_model import SANASKWS, KWSModel
@@ -117,6 +125,8 @@ def export_model(
     assert exported is not None
     graph = exported.model_proto
     move_weights_into_branches(graph.graph)  # constants there, for ONNX Runtime (graphs.py)
+    strip_for_runtime(graph.graph)
+    narrow_integer_tables(graph.graph)
     metadata = build_metadata(model, step, labels, point, detection or DetectionConfig())
     for key, value in metadata.items():
         graph.metadata_props.add(key=key, value=value)
