@@ -20,7 +20,8 @@ in interleaved rounds (so that a busy neighbour slows all of them alike):
   matrix-vector product at 1 and 2 threads, and a two-rate model (convolutions at their
   GMAC/s, dense layers at their GB/s) of the 35M tier's time ratio to the full model,
   which the MAC ratio alone misses;
-- the real-time factor of the whole pipeline, audio in → detections out;
+- the real-time factor of the whole pipeline, audio in → detections out (the median of
+  5 passes over the first 120 s of the audio, after a warm-up pass);
 - training windows per second, plain vs shared convolutions (forward + backward).
 
 The timed cases live in :mod:`sanas.lab.bench_timing`, the table in
@@ -274,15 +275,15 @@ def _time_configurations(
     per_round: int,
 ) -> tuple[dict[str, Timed], dict[str, float], dict[str, dict[str, Any]]]:
     """In inference mode: every runner's timed steps, the real-time factor of three
-    engines on the first 30 s and the node breakdown of four."""
+    engines per backend (:func:`real_time_factor`: the median of 5 passes over the first
+    120 s, after a warm-up pass) and the node breakdown of four."""
     with torch.inference_mode():
         timed = time_steps(engines, chunks, rounds, per_round)
-        rtf_audio = audio[: 30 * SAMPLE_RATE]
         rtf_rows = ("static_window", "static_cached", "mix")
         rtf_rows += tuple(
             n for n in engines if n.endswith((": static_window", ": static_cached", ": point"))
         )
-        rtf = {name: real_time_factor(engines[name], rtf_audio, labels) for name in rtf_rows}
+        rtf = {name: real_time_factor(engines[name], audio, labels) for name in rtf_rows}
         breakdowns = {
             name: node_breakdown(engines[name], chunks)
             for name in ("static_window", "static_cached", "tier 35M", "tier full")

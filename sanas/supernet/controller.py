@@ -75,7 +75,6 @@ class RecurrentController(nn.Module):
             hidden = self.gru(prev_features, hidden)
         return self.distribution(hidden), hidden
 
-    @torch.no_grad()
     def select(
         self,
         prev_features: Tensor | None,
@@ -84,11 +83,27 @@ class RecurrentController(nn.Module):
         deterministic: bool = True,
         threshold: float = 0.5,
     ) -> tuple[Tensor, Tensor]:
-        """What a streaming engine calls each step: (architecture {0,1}, new state).
+        """What a streaming engine calls each step: (architecture {0,1}, new state), with
+        no gradient.
 
         ``deterministic`` takes H_n = 1[p_n > threshold] (evaluation; 0.5: the mode);
         otherwise a sample.
         """
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                return self._select(prev_features, hidden, batch_size, deterministic, threshold)
+        # Gradients already off (the streaming engine runs in inference mode): entering
+        # no_grad would cost a few µs per step, a few percent of a cheap step, for nothing.
+        return self._select(prev_features, hidden, batch_size, deterministic, threshold)
+
+    def _select(
+        self,
+        prev_features: Tensor | None,
+        hidden: Tensor | None,
+        batch_size: int | None,
+        deterministic: bool,
+        threshold: float,
+    ) -> tuple[Tensor, Tensor]:
         distribution, hidden = self.step(prev_features, hidden, batch_size)
         architecture = distribution.mode(threshold) if deterministic else distribution.sample()
         return architecture, hidden

@@ -7,7 +7,15 @@ import torch
 from torch import Tensor, nn
 
 from sanas.kws.model.networks import cnn_trad_fpool3
-from sanas.kws.streaming.row_kernels import Dense, ModuleOnRows, RowConv, dense_kernel, row_kernel
+from sanas.kws.streaming.row_kernels import (
+    Dense,
+    Layers,
+    ModuleOnRows,
+    RowConv,
+    dense_kernel,
+    node_kernel,
+    row_kernel,
+)
 
 
 def _nchw(rows: Tensor) -> Tensor:
@@ -158,3 +166,80 @@ def test_kernels_follow_weight_changes(trunk: dict[str, nn.Module]) -> None:
         torch.testing.assert_close(dense(_rows(x).contiguous()), module(x), rtol=0, atol=1e-5)
     finally:
         trunk["conv_1"][0].weight.mul_(-2.0)
+
+
+# ------------------------------------------------------------------------------- layers
+def _trained_norm(norm: nn.Module) -> nn.Module:
+    """A batch norm with the statistics and affine parameters of a trained one."""
+    channels = norm.num_features
+    with torch.no_grad():
+        norm.running_mean.copy_(torch.randn(channels))
+        norm.running_var.copy_(torch.rand(channels) + 0.2)
+        if norm.affine:
+            norm.weight.copy_(torch.randn(channels))
+            norm.bias.copy_(torch.randn(channels))
+    return norm
+
+
+class _Tanh(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.tanh(x)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize(
+    ("layers", "shape", "folded"),
+    [
+        # TC-ResNet's temporal blocks: padded, strided (k, 1) kernels (the GEMM path).
+        ([nn.Conv2d(6, 8, (9, 1), (2, 1), (4, 0), bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+          nn.Conv2d(8, 8, (9, 1), padding=(4, 0)), nn.BatchNorm2d(8)], (1, 6, 51, 1), 2),
+        ([nn.Conv2d(6, 8, (9, 1), (2, 1), (4, 0)), nn.BatchNorm2d(8)], (3, 6, 51, 1), 1),
+        ([nn.Conv2d(6, 8, 1, (2, 1), bias=False), nn.BatchNorm2d(8), nn.ReLU()], (1, 6, 51, 1), 1),
+        ([nn.Conv2d(2, 4, 3, padding=1, dilation=1), nn.Dropout(0.5), nn.BatchNorm2d(4),
+          nn.AdaptiveAvgPool2d(1), nn.Flatten()], (1, 2, 12, 10), 1),
+        ([nn.Conv2d(2, 4, 3, groups=2, padding=1), nn.BatchNorm2d(4), _Tanh()], (1, 2, 9, 9), 1),
+        ([nn.Conv2d(2, 4, 3), nn.ReLU(), nn.BatchNorm2d(4, affine=False)], (1, 2, 9, 9), 0),
+        ([nn.Conv1d(3, 5, 3, padding=1), nn.BatchNorm1d(5), nn.ReLU()], (2, 3, 20), 1),
+        ([nn.Flatten(), nn.Linear(12, 7), nn.BatchNorm1d(7), nn.ReLU(), nn.Linear(7, 3)],
+         (2, 3, 4), 1),
+    ],
+)  # fmt: skip
+def test_layers_fold_norms_and_equal_the_module(
+    layers: list[nn.Module], shape: tuple[int, ...], folded: int
+) -> None:
+    """A node's Sequential as a chain with each batch norm right after a convolution or
+    linear layer folded into it: the module's output to float rounding, and only those
+    norms folded (not one after a ReLU)."""
+    module = nn.Sequential(*layers)
+    for layer in module:
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            _trained_norm(layer)
+    module.eval()
+    state = {k: v.clone() for k, v in module.state_dict().items()}
+    kernel = node_kernel(module)
+    assert isinstance(kernel, Layers) and kernel.folded == folded
+    x = torch.randn(shape)
+    torch.testing.assert_close(kernel(x), module(x), rtol=1e-5, atol=1e-5)
+    for name, value in module.state_dict().items():  # the user's model is untouched
+        assert torch.equal(value, state[name]), name
+
+
+@torch.no_grad()
+def test_layers_follow_weight_and_statistics_changes() -> None:
+    """Folded weights are derived again after an in-place update or a reload."""
+    module = nn.Sequential(nn.Conv2d(4, 6, (9, 1), padding=(4, 0)), nn.BatchNorm2d(6))
+    _trained_norm(module[1]).eval()
+    kernel = node_kernel(module)
+    x = torch.randn(1, 4, 26, 1)
+    state = {k: v.clone() for k, v in module.state_dict().items()}
+    kernel(x)  # the folded copy exists
+    module[0].weight.mul_(-0.5)
+    module[1].running_var.add_(1.0)
+    torch.testing.assert_close(kernel(x), module(x), rtol=1e-5, atol=1e-5)
+    module.load_state_dict(state)
+    torch.testing.assert_close(kernel(x), module(x), rtol=1e-5, atol=1e-5)
+
+
+def test_only_sequentials_become_layers() -> None:
+    relu = nn.ReLU()
+    assert node_kernel(relu) is relu

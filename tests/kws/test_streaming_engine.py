@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from sanas.kws.data.features import MFCC
 from sanas.kws.model.kws_model import SANASKWS, StaticKWS
 from sanas.kws.model.networks import cnn_trad_fpool3
+from sanas.kws.model.tc_resnet import tc_resnet
 from sanas.kws.model.window_forward import cut_windows, forward_windows_plain
 from sanas.kws.streaming.engine import (
     MultiStreamEngine,
@@ -24,7 +25,7 @@ from sanas.kws.streaming.engine import (
     engine_for_model,
 )
 from sanas.kws.streaming.frontend import IncrementalFeatures
-from sanas.kws.streaming.row_kernels import RowConv
+from sanas.kws.streaming.row_kernels import Layers, RowConv
 from sanas.supernet.costs import MacsCost
 from sanas.supernet.graph import SuperNetwork
 from sanas.supernet.policies import FixedPolicy, ScheduledPolicy
@@ -147,6 +148,33 @@ def test_engine_follows_weight_changes(audio: np.ndarray) -> None:
     static.load_state_dict(cnn_trad_fpool3().state_dict())
     run = engine.run(audio)
     np.testing.assert_allclose(run.logits, _plain_logits(static, audio, None).numpy(), atol=1e-5)
+
+
+def test_folded_batch_norms_keep_the_engine_equal_to_the_windows(audio: np.ndarray) -> None:
+    """TC-ResNet8 with batch norms as training leaves them (statistics and affine
+    parameters away from their initial values): the engine, which folds them into its own
+    copies of the convolutions, equals the window-by-window network, also after a reload,
+    and leaves the network's weights alone."""
+    torch.manual_seed(0)
+    net = tc_resnet(8, width=0.5).eval()
+    with torch.no_grad():
+        for norm in (m for m in net.modules() if isinstance(m, nn.BatchNorm2d)):
+            norm.running_mean.normal_(0.0, 0.5)
+            norm.running_var.uniform_(0.5, 2.0)
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.normal_(0.0, 0.3)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    engine = StreamingEngine(net)
+    folded = [k.folded for k in engine.engine.kernels.values() if isinstance(k, Layers)]
+    assert sum(folded) == 10  # stem, two per block, one per shortcut
+    run = engine.run(audio)
+    np.testing.assert_allclose(run.logits, _plain_logits(net, audio, None).numpy(), atol=1e-5)
+    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+    with torch.no_grad():
+        for norm in (m for m in net.modules() if isinstance(m, nn.BatchNorm2d)):
+            norm.running_var.mul_(2.0)
+    run = engine.run(audio)
+    np.testing.assert_allclose(run.logits, _plain_logits(net, audio, None).numpy(), atol=1e-5)
 
 
 def test_uncached_engine_executes_every_row(audio: np.ndarray, net: SuperNetwork) -> None:

@@ -45,6 +45,18 @@ def test_select_is_deterministic_by_default_and_samples_otherwise() -> None:
     assert not torch.equal(sampled, mode)
 
 
+def test_select_never_tracks_gradients_and_agrees_in_inference_mode() -> None:
+    """With gradients on, select turns them off itself; under inference mode (the
+    streaming engine) it skips that and chooses the same."""
+    controller = RecurrentController(num_nodes=4, feature_dim=8, hidden=6, init_bias=0.0)
+    features = torch.randn(3, 8)
+    architecture, hidden = controller.select(features, None)
+    assert not architecture.requires_grad and not hidden.requires_grad
+    with torch.inference_mode():
+        same, same_hidden = controller.select(features, None)
+    assert torch.equal(same, architecture) and torch.equal(same_hidden, hidden)
+
+
 def test_a_lower_threshold_switches_on_the_nodes_leaning_on() -> None:
     controller = RecurrentController(num_nodes=4, feature_dim=8, hidden=6, init_bias=0.0)
     with torch.no_grad():

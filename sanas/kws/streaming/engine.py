@@ -26,7 +26,10 @@ size 1, or over many streams at once, and does real work only where the papers c
   convolution for a batch of streams, whose patch matrix would outgrow the caches), with
   pooling, bias and ReLU fused after it;
   dense layers fed by the trunk on its time-major rows (their weights' columns permuted
-  once, refreshed when a weight changes); batch-1 dense layers as matrix-vector products.
+  once, refreshed when a weight changes); batch-1 dense layers as matrix-vector products;
+  any other node's ``Sequential`` as a flat chain of calls, each batch norm folded into
+  the convolution or linear layer before it and a small batch-1 convolution as one GEMM
+  (a small network's step, TC-ResNet8's, is mostly per-call overhead).
 - **Skipping.** The step's used set comes from a policy (:class:`ArchitecturePolicy`). Each
   distinct used set is resolved once into a plan (:mod:`sanas.kws.streaming.plan`): its used
   trunk nodes and the other used nodes in topological order, with their inputs and
@@ -313,6 +316,10 @@ class MultiStreamEngine:
             return [self._fixed] * len(active)
         policy = self.policy
         assert policy is not None  # no policy means every node on: a fixed plan
+        if len(active) == 1:  # the batch-1 path: the stream's own previous taps and state
+            stream = self.streams[active[0]]
+            architecture, stream.state = policy(stream.previous, stream.state, 1)
+            return [self.planner.plan(architecture[0].bool())]
         plans: list[Plan | None] = [None] * len(active)
         for first in (True, False):
             streams = [self.streams[i] for i in active]

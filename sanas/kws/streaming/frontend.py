@@ -30,6 +30,7 @@ class IncrementalFeatures:
         self.hop = frontend.hop_length
         self.lead = -(-self.half // self.hop)  # buffer frames before the first exact one
         self.tails: list[Tensor] = []
+        self.no_frames = torch.zeros(0, frontend.n_features)  # shared: nobody writes to it
         self.reset(streams)
 
     def reset(self, streams: int | None = None) -> None:
@@ -42,8 +43,7 @@ class IncrementalFeatures:
     def push(self, chunks: Sequence[Tensor | None]) -> list[Tensor]:
         """Append a 1-D chunk per stream (``None``: nothing); the new frames of each,
         (n, features)."""
-        empty = torch.zeros(0, self.frontend.n_features)
-        out = [empty] * len(self.tails)
+        out = [self.no_frames] * len(self.tails)
         buffers: dict[int, list[tuple[int, Tensor]]] = {}
         for i, chunk in enumerate(chunks):
             if chunk is None or chunk.numel() == 0:
@@ -58,9 +58,12 @@ class IncrementalFeatures:
                 for i, buffer in group:
                     self.tails[i] = buffer
                 continue
-            frames = self.frontend(cat_batch([buffer.unsqueeze(0) for _, buffer in group]))
+            audio = cat_batch([buffer.unsqueeze(0) for _, buffer in group])
+            # The windows of frames lead … last, all inside the buffer: no padding needed.
+            inside = audio[:, self.lead * self.hop - self.half :]
+            frames = self.frontend.of_windows(inside.unfold(-1, self.frontend.n_fft, self.hop))
             for k, (i, buffer) in enumerate(group):
-                out[i] = frames[k, self.lead : last + 1]
+                out[i] = frames[k]
                 self.tails[i] = buffer[(last + 1 - self.lead) * self.hop :]
         return out
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from sanas.kws.model.window_forward import TrunkLayout
-from sanas.kws.streaming.row_kernels import Dense, dense_kernel, row_kernel
+from sanas.kws.streaming.row_kernels import Dense, dense_kernel, node_kernel, row_kernel
 from sanas.supernet.costs import MacsCost, node_input_shape
 from sanas.supernet.graph import SuperNetwork
 from sanas.supernet.nodes import combine_inputs
@@ -140,8 +140,8 @@ class Planner:
 
     def _make_kernels(self) -> dict[str, nn.Module]:
         """Each node's kernel: row kernels for the trunk, :class:`Dense` where a node is a
-        dense layer (on time-major rows when fed by the input or the trunk), else the
-        node's own module."""
+        dense layer (on time-major rows when fed by the input or the trunk), else
+        :func:`node_kernel` (a ``Sequential`` as a flat chain, batch norms folded)."""
         kernels: dict[str, nn.Module] = {}
         for name in self.net.order[1:]:
             node = self.net.nodes[name]
@@ -153,7 +153,7 @@ class Planner:
             shape = node_input_shape(self.net, name)
             on_rows = len(node.inputs_tuple) == 1 and node.inputs_tuple[0] in self.rows_nodes
             dense = dense_kernel(node.module, shape, rows=on_rows)
-            kernels[name] = node.module if dense is None else dense
+            kernels[name] = node_kernel(node.module) if dense is None else dense
         return kernels
 
     def buffers(self) -> dict[str, RowBuffer]:

@@ -14,6 +14,10 @@ modules, which take NCHW (batch, channels, time, width), in that layout:
   time-major rows directly, with the weight's columns permuted to that order (a copy made
   once, refreshed whenever the weight changes); at batch size 1 it is a matrix-vector
   product (``addmv``), the fastest of PyTorch's batch-1 paths (it is memory-bound).
+- :class:`Layers`: any other node's ``Sequential`` (on NCHW values) as a flat chain of
+  direct calls, each eval-mode batch norm folded into the convolution or linear layer
+  before it (a small network's step is mostly per-call overhead: TC-ResNet8's full step
+  makes 10 convolution and 10 batch-norm calls).
 
 Every kernel is an ``nn.Module`` holding the network's module, so forward hooks observe
 its calls. Outputs equal the modules' to float rounding (summation order only).
@@ -22,6 +26,7 @@ its calls. Outputs equal the modules' to float rounding (summation order only).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +35,7 @@ from torch.nn.modules.utils import _pair
 
 # Layers that are the identity in evaluation mode (the engine refuses training mode).
 _IDENTITY_IN_EVAL = (nn.Dropout, nn.Identity)
+_Derived = TypeVar("_Derived")
 
 
 def _layers(module: nn.Module) -> list[nn.Module]:
@@ -47,23 +53,23 @@ def _width_pool(layer: nn.Module) -> int | None:
     return kernel[1] if plain and kernel[0] == 1 and stride == (1, kernel[1]) else None
 
 
-class _Snapshot:
-    """A tensor derived from a parameter, recomputed when the parameter changes in place
-    (its version counter) or is replaced (its storage)."""
+class _Snapshot(Generic[_Derived]):
+    """A value derived from parameters (and buffers), recomputed when one of them changes
+    in place (its version counter) or is replaced (its storage)."""
 
-    def __init__(self, parameter: Tensor, derive: Callable[[Tensor], Tensor]) -> None:
-        self.parameter = parameter
+    def __init__(self, parameters: Sequence[Tensor], derive: Callable[..., _Derived]) -> None:
+        self.parameters = tuple(parameters)
         self.derive = derive
-        self.key: tuple[int, int] | None = None
-        self.value = parameter
+        self.key: list[tuple[int, int]] | None = None
+        self.value: _Derived | None = None
 
-    def get(self) -> Tensor:
-        key = (self.parameter._version, self.parameter.data_ptr())
+    def get(self) -> _Derived:
+        key = [(p._version, p.data_ptr()) for p in self.parameters]
         if key != self.key:
             with torch.no_grad():
-                self.value = self.derive(self.parameter.detach())
+                self.value = self.derive(*(p.detach() for p in self.parameters))
             self.key = key
-        return self.value
+        return self.value  # type: ignore[return-value]
 
 
 class ModuleOnRows(nn.Module):
@@ -122,7 +128,7 @@ class RowConv(ModuleOnRows):
         out_channels = conv.out_channels
         # (out, in, kt, kw) → (out, kt · kw · in): the patches' (time, width, channel) order.
         self.weight = _Snapshot(
-            conv.weight, lambda w: w.permute(0, 2, 3, 1).reshape(out_channels, -1).contiguous()
+            (conv.weight,), lambda w: w.permute(0, 2, 3, 1).reshape(out_channels, -1).contiguous()
         )
 
     @staticmethod
@@ -196,11 +202,11 @@ class Dense(nn.Module):
         self.linear = linear
         self.relu = relu
         self.rows = rows_shape is not None  # takes time-major rows
-        self.weight: _Snapshot | None = None
+        self.weight: _Snapshot[Tensor] | None = None
         if rows_shape is not None and rows_shape[0] > 1:  # one channel: the same order
             channels, time, width = rows_shape
             self.weight = _Snapshot(
-                linear.weight,
+                (linear.weight,),
                 lambda w: w.view(-1, channels, time, width).permute(0, 2, 3, 1).flatten(1).clone(),
             )
 
@@ -234,3 +240,181 @@ def dense_kernel(module: nn.Module, input_shape: Sequence[int], rows: bool = Fal
     if not all(isinstance(layer, nn.ReLU) for layer in layers[1:]):
         return None
     return Dense(layers[0], relu=len(layers) > 1, rows_shape=input_shape if rows else None)
+
+
+# The batch norm that folds into each layer type (eval mode: a fixed affine map per
+# output channel, dim 1 of both).
+_FOLDING_NORM = {nn.Conv2d: nn.BatchNorm2d, nn.Conv1d: nn.BatchNorm1d, nn.Linear: nn.BatchNorm1d}
+
+
+def _folds(layer: nn.Module, norm: nn.Module) -> bool:
+    """Whether ``norm`` is a batch norm with running statistics right after a convolution
+    or linear layer ``layer``, over its output channels."""
+    if type(norm) is not _FOLDING_NORM.get(type(layer)):
+        return False
+    channels = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+    return norm.running_mean is not None and norm.num_features == channels  # type: ignore[union-attr]
+
+
+def _fold(
+    weight: Tensor,
+    bias: Tensor | None,
+    mean: Tensor,
+    var: Tensor,
+    scale: Tensor | None,
+    shift: Tensor | None,
+    eps: float,
+) -> tuple[Tensor, Tensor]:
+    """The weight and bias of ``norm(layer(x))`` as one layer, computed in float64 so that
+    the folded layer differs from the pair by float32 rounding only."""
+    factor = torch.rsqrt(var.double() + eps)
+    if scale is not None:
+        factor = factor * scale.double()
+    offset = -mean.double() if bias is None else bias.double() - mean.double()
+    folded_bias = offset * factor + (0.0 if shift is None else shift.double())
+    folded = weight.double() * factor.view(-1, *[1] * (weight.dim() - 1))
+    return folded.to(weight.dtype), folded_bias.to(weight.dtype)
+
+
+def _folded_call(layer: nn.Module, norm: nn.Module) -> Callable[[Tensor], Tensor]:
+    """``norm(layer(x))`` as one convolution or linear layer, refreshed when either
+    module's parameters or statistics change."""
+    tensors = [layer.weight, layer.bias, norm.running_mean, norm.running_var]
+    tensors += [norm.weight, norm.bias]
+    present = [t is not None for t in tensors]
+    eps = norm.eps
+
+    def derive(*given: Tensor) -> tuple[Tensor, Tensor]:
+        values = iter(given)
+        full = [next(values) if here else None for here in present]
+        return _fold(*full, eps=eps)  # type: ignore[arg-type]
+
+    parameters = [t for t in tensors if t is not None]
+    if isinstance(layer, nn.Linear):  # folds on (batch, features) only: the norm's dim 1
+        snapshot = _Snapshot(parameters, derive)
+        return lambda x: F.linear(x, *snapshot.get()) if x.dim() == 2 else norm(layer(x))
+    return _ConvCall(layer, parameters, derive)  # type: ignore[arg-type]
+
+
+# Patch-matrix elements (batch 1) up to which a convolution runs as one GEMM. Measured on
+# TC-ResNet8's temporal convolutions (patch matrices of 3.7K-12K elements), one thread:
+# the GEMM took 40-60 % of oneDNN's time; a 1×1 kernel, already a GEMM there, gained
+# nothing. The bound, a few times the largest measured, keeps bigger inputs (res8's
+# 101×40 maps) on oneDNN, which never builds the matrix.
+GEMM_MAX_PATCHES = 32_768
+
+
+class _ConvCall:
+    """A ``Conv2d`` with given weight and bias (the module's own, or derived from its
+    parameters, e.g. a folded batch norm): for one small input, one GEMM over its
+    patches (im2col); else the module's convolution."""
+
+    def __init__(
+        self,
+        conv: nn.Conv2d | nn.Conv1d,
+        parameters: Sequence[Tensor],
+        derive: Callable[..., tuple[Tensor, Tensor | None]],
+    ) -> None:
+        self.conv_forward = conv._conv_forward
+        self.gemm = (
+            isinstance(conv, nn.Conv2d)
+            and conv.groups == 1
+            and conv.padding_mode == "zeros"
+            and isinstance(conv.padding, tuple)
+            and _pair(conv.dilation) == (1, 1)
+            and conv.kernel_size != (1, 1)
+        )
+        self.kernel, self.stride = _pair(conv.kernel_size), _pair(conv.stride)
+        padding = _pair(conv.padding) if self.gemm else (0, 0)
+        self.padding = (padding[1], padding[1], padding[0], padding[0])  # F.pad's order
+        self.padded = padding != (0, 0)
+        out_channels, gemm = conv.out_channels, self.gemm
+
+        def with_gemm_weight(*given: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+            weight, bias = derive(*given)
+            if not gemm:
+                return weight, bias, None
+            # (out, in, kt, kw) → (out, kt · kw · in): the patches' (time, width, channel) order.
+            return weight, bias, weight.permute(0, 2, 3, 1).reshape(out_channels, -1).contiguous()
+
+        self.snapshot = _Snapshot(parameters, with_gemm_weight)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        weight, bias, gemm = self.snapshot.get()
+        if not self.gemm or x.dim() != 4 or x.shape[0] != 1:
+            return self.conv_forward(x, weight, bias)
+        (kt, kw), (st, sw) = self.kernel, self.stride
+        xp = F.pad(x, self.padding) if self.padded else x
+        _, channels, time, width = xp.shape
+        out_time, out_width = (time - kt) // st + 1, (width - kw) // sw + 1
+        if out_time * out_width * gemm.shape[1] > GEMM_MAX_PATCHES:  # type: ignore[union-attr]
+            return self.conv_forward(x, weight, bias)
+        _, s_channel, s_time, s_width = xp.stride()
+        patches = xp.as_strided(
+            (out_time, out_width, kt, kw, channels),
+            (s_time * st, s_width * sw, s_time, s_width, s_channel),
+        ).reshape(out_time * out_width, -1)
+        y = F.linear(patches, gemm, bias)  # (time · width, out channels)
+        return y.view(1, out_time, out_width, -1).permute(0, 3, 1, 2)
+
+
+def _weight_and_bias(weight: Tensor, bias: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """A layer's own weight and bias, as :class:`_ConvCall` derives them."""
+    return weight, bias
+
+
+def _direct_call(layer: nn.Module) -> Callable[[Tensor], Tensor]:
+    """A layer as a direct call of its functional form (no ``nn.Module`` dispatch), or
+    the layer itself when it is not exactly one of these common types (a subclass may
+    compute something else)."""
+    kind = type(layer)
+    if kind is nn.ReLU:
+        return torch.relu
+    if kind is nn.Flatten:
+        start, end = layer.start_dim, layer.end_dim
+        return lambda x: x.flatten(start, end)
+    if kind is nn.Linear:
+        weight, bias = layer.weight, layer.bias
+        return lambda x: F.linear(x, weight, bias)
+    if kind in (nn.Conv1d, nn.Conv2d):
+        own = [t for t in (layer.weight, layer.bias) if t is not None]
+        return _ConvCall(layer, own, _weight_and_bias)  # type: ignore[arg-type]
+    if kind is nn.AdaptiveAvgPool2d:
+        size = layer.output_size
+        return lambda x: F.adaptive_avg_pool2d(x, size)
+    return layer
+
+
+class Layers(nn.Module):
+    """A node's ``Sequential`` (in eval mode) as a flat chain of direct calls: each batch
+    norm right after a convolution or linear layer folded into it (weights derived once,
+    refreshed when the parameters or statistics change), the common layers called in
+    their functional form, the identities of eval mode dropped, any other layer called
+    as itself. Its output equals the module's to float rounding."""
+
+    def __init__(self, module: nn.Sequential) -> None:
+        super().__init__()
+        self.module = module
+        layers = _layers(module)
+        self.chain: list[Callable[[Tensor], Tensor]] = []
+        self.folded = 0
+        k = 0
+        while k < len(layers):
+            if k + 1 < len(layers) and _folds(layers[k], layers[k + 1]):
+                self.chain.append(_folded_call(layers[k], layers[k + 1]))
+                self.folded += 1
+                k += 2
+            else:
+                self.chain.append(_direct_call(layers[k]))
+                k += 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        for call in self.chain:
+            x = call(x)
+        return x
+
+
+def node_kernel(module: nn.Module) -> nn.Module:
+    """The kernel of a node that runs on NCHW values: :class:`Layers` for a
+    ``Sequential``, else the module itself."""
+    return Layers(module) if isinstance(module, nn.Sequential) else module
