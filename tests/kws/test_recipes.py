@@ -238,12 +238,15 @@ def test_kws_efficient_sanas_imitates_on_a_backbone_with_exits(
     recipes.train_recipe("kws-efficient-sanas", tone_data, out, settings, progress=False)
     static = run_config(out / "pretrain" / "pretrain")  # the static backbone first
     assert static.model == "tc-resnet8" and static.epochs == 1 and static.channels == 2
+    assert static.sequence.lengths_s == (1.0,)  # on 1 s clips
     pretrained = run_config(out / "pretrain")  # then its exits, started from it
     assert pretrained.model == "tc-resnet8-bsn" and pretrained.search.train_cheapest_network
     assert pretrained.init_from == str(out / "pretrain" / "pretrain") and pretrained.epochs == 1
+    assert max(pretrained.sequence.lengths_s) == 3.0  # on sequences, as the controller reads it
     model, config = load_run(out)
     assert config.model == "tc-resnet8-sanas" and model.reuse_steps == 1
-    assert read_operating_point(out).architecture_threshold == 0.05
+    stored = load_recipe("kws-efficient-sanas").operating_point
+    assert read_operating_point(out).architecture_threshold == stored["architecture_threshold"]
     assert gate_tiers(model)["cheap"] == {"in", "exit_0", "features", "classifier"}
     record = json.loads((out / "imitation.json").read_text())
     assert record["gate"] == "aligned" and 0 < record["gate_share"][0] < 1

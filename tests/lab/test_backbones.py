@@ -47,9 +47,9 @@ def test_the_chosen_point_is_the_most_correct_within_a_third_of_the_cost_and_one
 def test_the_operating_points_are_the_stored_one_then_each_threshold_and_reuse(
     family: Family,
 ) -> None:
-    points = operating_points(family.adaptive, (0.05, 0.3), (1, 0))
-    assert list(points) == ["stored", "τ 0.05, reuse 0", "τ 0.3, reuse 1", "τ 0.3, reuse 0"]
-    assert points["stored"].architecture_threshold == 0.05  # the recipe's
+    points = operating_points(family.adaptive, (0.1, 0.3), (1, 0))
+    assert list(points) == ["stored", "τ 0.1, reuse 0", "τ 0.3, reuse 1", "τ 0.3, reuse 0"]
+    assert points["stored"].architecture_threshold == 0.1  # the recipe's
     assert points["stored"].reuse_steps == 1
 
 
@@ -57,11 +57,11 @@ def test_every_family_is_scored_on_every_stream_into_one_table_and_figure(
     family: Family, tiny_stream: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     streams = {"validation": tiny_stream, "test": tiny_stream}
-    rows = run_backbone_experiment([family], streams, tmp_path, thresholds=(0.5, 0.05))
-    # the static run, then the SANAS run at its stored point (τ 0.05) and at τ 0.5
+    rows = run_backbone_experiment([family], streams, tmp_path, thresholds=(0.5, 0.1))
+    # the static run, then the SANAS run at its stored point (τ 0.1) and at τ 0.5
     assert [(r.model, r.point) for r in rows] == [
         ("tc-resnet8", ""),
-        ("tc-resnet8-sanas", "τ 0.05, reuse 1 (stored)"),
+        ("tc-resnet8-sanas", "τ 0.1, reuse 1 (stored)"),
         ("tc-resnet8-sanas", "τ 0.5, reuse 1"),
     ]
     static, *adaptive = rows
@@ -83,7 +83,7 @@ def test_every_family_is_scored_on_every_stream_into_one_table_and_figure(
 
     monkeypatch.setattr(backbones, "evaluate_run", never)
     monkeypatch.setattr(backbones, "run_clip_accuracy", never)
-    again = run_backbone_experiment([family], streams, tmp_path, thresholds=(0.5, 0.05))
+    again = run_backbone_experiment([family], streams, tmp_path, thresholds=(0.5, 0.1))
     assert [r.scores for r in again] == [r.scores for r in rows]
 
 
