@@ -84,6 +84,12 @@ def _cached(path: Path, compute: Any) -> dict[str, Any]:
     return value
 
 
+def cache_name(run: Path) -> str:
+    """The folder of ``run``'s cached scores: its whole absolute path, flattened, since
+    stages of different runs share names (every static stage is a ``pretrain``)."""
+    return "__".join(run.absolute().parts[1:])
+
+
 def training_minutes(run: Path) -> float:
     """Minutes of training in ``run`` and every pretraining stage inside it: the epochs'
     seconds (metrics.jsonl) and the imitation's."""
@@ -134,7 +140,7 @@ def score_run(
     scores cached under ``out/scores``."""
     config = run_config(run)
     info = model_info(config.model, config.channels)
-    cache = out / "scores" / run.name
+    cache = out / "scores" / cache_name(run)
     clip = _cached(
         cache / "clips_testing.json", lambda: run_clip_accuracy(run, "testing").to_dict()
     )

@@ -12,6 +12,7 @@ from sanas.lab import backbones
 from sanas.lab.backbones import (
     Family,
     Row,
+    cache_name,
     choose_point,
     operating_points,
     run_backbone_experiment,
@@ -90,3 +91,10 @@ def test_every_family_is_scored_on_every_stream_into_one_table_and_figure(
 def test_an_unknown_stream_name_is_refused(family: Family, tiny_stream: Path) -> None:
     with pytest.raises(ValueError, match="streams must be among"):
         run_backbone_experiment([family], {"val": tiny_stream}, "unused")
+
+
+def test_stages_of_different_runs_cache_their_scores_apart(tmp_path: Path) -> None:
+    """Every static stage is a folder named ``pretrain``: the cache must not mix them."""
+    first, second = tmp_path / "a" / "pretrain", tmp_path / "b" / "pretrain"
+    assert cache_name(first) != cache_name(second)
+    assert "/" not in cache_name(first) and cache_name(first).endswith("pretrain")
