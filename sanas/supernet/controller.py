@@ -12,6 +12,8 @@ any super network with a feature tap can be driven step by step.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import Tensor, nn
 
@@ -89,21 +91,9 @@ class RecurrentController(nn.Module):
         ``deterministic`` takes H_n = 1[p_n > threshold] (evaluation; 0.5: the mode);
         otherwise a sample.
         """
-        if torch.is_grad_enabled():
-            with torch.no_grad():
-                return self._select(prev_features, hidden, batch_size, deterministic, threshold)
-        # Gradients already off (the streaming engine runs in inference mode): entering
+        # With gradients already off (the streaming engine runs in inference mode), entering
         # no_grad would cost a few µs per step, a few percent of a cheap step, for nothing.
-        return self._select(prev_features, hidden, batch_size, deterministic, threshold)
-
-    def _select(
-        self,
-        prev_features: Tensor | None,
-        hidden: Tensor | None,
-        batch_size: int | None,
-        deterministic: bool,
-        threshold: float,
-    ) -> tuple[Tensor, Tensor]:
-        distribution, hidden = self.step(prev_features, hidden, batch_size)
-        architecture = distribution.mode(threshold) if deterministic else distribution.sample()
+        with torch.no_grad() if torch.is_grad_enabled() else nullcontext():
+            distribution, hidden = self.step(prev_features, hidden, batch_size)
+            architecture = distribution.mode(threshold) if deterministic else distribution.sample()
         return architecture, hidden

@@ -153,19 +153,11 @@ def _imitate(
         raise ConfigError(f"imitate.stream_minutes must be > 0, got {minutes}")
     if not (math.isfinite(noise_minutes) and noise_minutes >= 0):
         raise ConfigError(f"imitate.noise_minutes must be >= 0, got {noise_minutes}")
-    dataset = SpeechCommands(data)
     streams = [out / STREAM_DIR]
-    _make_stream(
-        dataset,
-        streams[0],
-        minutes=minutes,
-        seed=seed + 1,
-        split="training",
-        wanted_words=[word for word in words if word in dataset.words],
-    )
+    _make_stream(data, streams[0], words, minutes=minutes, seed=seed + 1, split="training")
     if noise_minutes > 0:
         streams.append(out / NOISE_DIR)
-        _make_stream(dataset, streams[1], minutes=noise_minutes, seed=seed + 2, noise_only=True)
+        _make_stream(data, streams[1], minutes=noise_minutes, seed=seed + 2, noise_only=True)
     if not (out / IMITATION_RECORD).is_file():
         try:
             imitation_run(pretrained, streams, out, seed=seed, progress=progress, **settings)
@@ -174,8 +166,13 @@ def _imitate(
     return imitation_result(out)
 
 
-def _make_stream(dataset: SpeechCommands, folder: Path, **settings: Any) -> None:
-    """``folder``'s stream (:func:`generate_streaming_test` with ``settings``), unless a
-    previous run of the stage wrote it already."""
-    if not (folder / "labels.txt").is_file():
-        generate_streaming_test(dataset, folder, **settings)
+def _make_stream(data: Path, folder: Path, words: Sequence[str] = (), **settings: Any) -> None:
+    """``folder``'s stream of the Speech Commands folder ``data`` (:func:`generate_streaming_test`
+    with ``settings``, saying those of ``words`` the data has), unless a previous run of the
+    stage wrote it already: a resumed run does not scan the data again."""
+    if (folder / "labels.txt").is_file():
+        return
+    dataset = SpeechCommands(data)
+    if words:
+        settings["wanted_words"] = [word for word in words if word in dataset.words]
+    generate_streaming_test(dataset, folder, **settings)
