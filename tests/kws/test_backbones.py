@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from sanas.cli import app
 from sanas.kws.data.features import MFCC
-from sanas.kws.model.backbone import PAPER_CHANNELS
+from sanas.kws.model.backbone import INPUT_EXIT_GRID, PAPER_CHANNELS, grid_average
 from sanas.kws.model.bc_resnet import bc_resnet
 from sanas.kws.model.kws_model import SANASKWS
 from sanas.kws.model.registry import build_kws_model, model_family
@@ -161,6 +161,18 @@ def test_the_cheapest_path_is_a_classifier_of_under_one_percent(name: str) -> No
         logits = run_skipping(net, torch.randn(3, *WINDOW), cheapest.expand(3, -1)).output
     assert logits.shape == (3, 12) and torch.isfinite(logits).all()
     assert (logits[0] != logits[1]).any()  # it reads its input
+
+
+@pytest.mark.parametrize(
+    ("size", "plain"), [((101, 40), True), ((100, 40), True), ((98, 40), False), ((101, 43), False)]
+)
+def test_the_input_exit_averages_as_adaptive_pooling_with_a_plain_pool_where_it_can(
+    size: tuple[int, int], plain: bool
+) -> None:
+    pool = grid_average(size, INPUT_EXIT_GRID)
+    assert isinstance(pool, nn.AvgPool2d) == plain
+    x = torch.randn(2, 1, *size)
+    torch.testing.assert_close(pool(x), F.adaptive_avg_pool2d(x, INPUT_EXIT_GRID))
 
 
 @pytest.mark.parametrize(("name", "block"), [("tc-resnet14", 2), ("bc-resnet-1", 1), ("res15", 3)])

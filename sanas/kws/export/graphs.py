@@ -1,6 +1,6 @@
 """Surgery on exported ONNX graphs with ``If`` nodes, shared by the export and the int8
 quantiser: weights moved into the branches that read them, what a runtime does not read
-stripped, wide integer tables stored narrow.
+stripped.
 
 The exporter leaves every weight in the main graph, where the ``If`` branches read it from
 their outer scope. ONNX Runtime then treats it as a plain input, not a constant: it does
@@ -16,12 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
-
-import numpy as np
-
-# An int64 table at least this long is stored in the narrowest integer type that holds it
-# (shorter ones, e.g. the shapes a Reshape reads, stay as the exporter wrote them).
-NARROW_TABLE_SIZE = 256
 
 
 def all_graphs(graph: Any) -> Iterator[Any]:
@@ -81,42 +75,6 @@ def strip_for_runtime(graph: Any) -> None:
         for node in each.node:
             node.doc_string = ""
             del node.metadata_props[:]
-
-
-def narrow_integer_tables(graph: Any) -> None:
-    """Store each int64 initializer of ``graph`` and its subgraphs with at least
-    :data:`NARROW_TABLE_SIZE` values in the narrowest signed type that holds them, behind a
-    ``Cast`` back to int64 (in place): lossless, and ONNX Runtime folds the ``Cast`` when the
-    session loads. E.g. the gather indices of an adaptive pooling whose bins do not divide
-    its input (exit_0 of tc-resnet8: 66 KB as int64, 8 KB as int8)."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    for each in all_graphs(graph):
-        for position, init in reversed(list(enumerate(each.initializer))):
-            if init.data_type != TensorProto.INT64:
-                continue
-            values = numpy_helper.to_array(init)
-            narrow = _narrowest(values) if values.size >= NARROW_TABLE_SIZE else None
-            if narrow is None:
-                continue
-            name = init.name
-            del each.initializer[position]
-            each.initializer.append(
-                numpy_helper.from_array(values.astype(narrow), f"{name}_narrow")
-            )
-            each.node.insert(
-                0, helper.make_node("Cast", [f"{name}_narrow"], [name], to=TensorProto.INT64)
-            )
-
-
-def _narrowest(values: np.ndarray) -> type[np.signedinteger] | None:
-    """The narrowest signed integer type narrower than int64 that holds ``values`` (not
-    empty); None if none does."""
-    low, high = values.min(), values.max()
-    for narrow in (np.int8, np.int16, np.int32):
-        if np.iinfo(narrow).min <= low and high <= np.iinfo(narrow).max:
-            return narrow
-    return None
 
 
 def _outer_reads(graph: Any) -> set[str]:

@@ -19,8 +19,7 @@ runtime (:mod:`sanas.kws.export.runtime`) applies it. ``cached=False`` exports t
 step that recomputes its window of 101 frames (the benchmark's anchor).
 
 The file keeps only what a runtime reads (:func:`~sanas.kws.export.graphs.strip_for_runtime`:
-not the exporter's stack traces on every node, a quarter of a small model's file), and its
-long int64 tables narrow (:func:`~sanas.kws.export.graphs.narrow_integer_tables`).
+not the exporter's stack traces on every node, a quarter of a small model's file).
 """
 
 from __future__ import annotations
@@ -44,7 +43,6 @@ from sanas.kws.evaluation.metrics import DetectionConfig
 from sanas.kws.export import INSTALL_HINT
 from sanas.kws.export.graphs import (
     move_weights_into_branches,
-    narrow_integer_tables,
     strip_for_runtime,
 )
 from sanas.kws.export.quantize import quantize_int8
@@ -126,7 +124,6 @@ def export_model(
     graph = exported.model_proto
     move_weights_into_branches(graph.graph)  # constants there, for ONNX Runtime (graphs.py)
     strip_for_runtime(graph.graph)
-    narrow_integer_tables(graph.graph)
     metadata = build_metadata(model, step, labels, point, detection or DetectionConfig())
     for key, value in metadata.items():
         graph.metadata_props.add(key=key, value=value)
@@ -142,7 +139,9 @@ def export_model(
 
 
 def _tiers(model: KWSModel) -> list[dict[str, Any]]:
-    """Each distinct used set that reaches the output: its nodes and MACs per window."""
+    """Each distinct used set that reaches the output, cheapest first: its nodes (as
+    positions in the metadata's ``nodes``: the names would be most of a small model's
+    metadata) and its MACs per window."""
     net = model.net
     used, macs, _ = architecture_tables(model)
     output = net.index[net.output_name]
@@ -151,7 +150,9 @@ def _tiers(model: KWSModel) -> list[dict[str, Any]]:
         if row[output]:
             tiers.setdefault(net.used_names(row), cost)
     ordered = sorted(tiers.items(), key=lambda item: (item[1], len(item[0])))
-    return [{"nodes": [n for n in net.order if n in s], "macs": c} for s, c in ordered]
+    return [
+        {"nodes": [k for k, n in enumerate(net.order) if n in s], "macs": c} for s, c in ordered
+    ]
 
 
 def build_metadata(
@@ -181,7 +182,7 @@ def build_metadata(
         "nodes": list(net.order),
         "stochastic_nodes": list(net.stochastic_names),
         "macs_per_node": {n: float(v) for n, v in MacsCost(net).per_node.items()},
-        "tiers": _tiers(model),
+        "tiers": _tiers(model),  # used sets, their nodes as positions in "nodes"
         "architecture": step.fixed[0].tolist() if not step.adaptive else None,
         "cached": step.cached,
         "context_frames": step.context_frames,
@@ -193,7 +194,9 @@ def build_metadata(
             "features": model.controller.feature_dim,
             "architecture_threshold": model.architecture_threshold,
         }
-    return {f"sanas.{key}": json.dumps(value) for key, value in values.items()}
+    return {
+        f"sanas.{key}": json.dumps(value, separators=(",", ":")) for key, value in values.items()
+    }
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ so that 64 is the paper's network and 16 a CPU profile); every layer keeps at le
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 
 from torch import nn
 
@@ -69,12 +70,31 @@ def pooled_exit(channels: int, dim: int) -> nn.Sequential:
     return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, dim), nn.ReLU())
 
 
-def input_exit(dim: int) -> nn.Sequential:
-    """The exit on the input window itself: average features on a 4 × 10 grid of time
-    segments and frequency bands, linear, ReLU (a few thousand MACs)."""
+def grid_average(size: tuple[int, int], grid: tuple[int, int]) -> nn.Module:
+    """``AdaptiveAvgPool2d(grid)`` on maps of ``size``, as the plain ``AvgPool2d`` that
+    computes the same when its bins along each axis have one length at a regular stride
+    (101 frames in 4 segments: 26 frames every 25). An adaptive pooling whose bins do not
+    divide its input exports to ONNX as a gather with a table of indices (8 KB in a
+    TC-ResNet8's file); the plain one as one ``AveragePool``."""
+    kernel, stride = [], []
+    for n, bins in zip(size, grid, strict=True):
+        starts = [i * n // bins for i in range(bins)]
+        lengths = {-((i + 1) * n // -bins) - start for i, start in enumerate(starts)}
+        steps = {b - a for a, b in pairwise(starts)} or {1}
+        if len(lengths) > 1 or len(steps) > 1:
+            return nn.AdaptiveAvgPool2d(grid)
+        kernel.append(lengths.pop())
+        stride.append(steps.pop())
+    return nn.AvgPool2d(tuple(kernel), tuple(stride))
+
+
+def input_exit(dim: int, size: tuple[int, int]) -> nn.Sequential:
+    """The exit on the input window itself (``size``: its frames × features): average
+    features on a 4 × 10 grid of time segments and frequency bands, linear, ReLU (a few
+    thousand MACs)."""
     cells = INPUT_EXIT_GRID[0] * INPUT_EXIT_GRID[1]
     return nn.Sequential(
-        nn.AdaptiveAvgPool2d(INPUT_EXIT_GRID), nn.Flatten(), nn.Linear(cells, dim), nn.ReLU()
+        grid_average(size, INPUT_EXIT_GRID), nn.Flatten(), nn.Linear(cells, dim), nn.ReLU()
     )
 
 
@@ -96,7 +116,7 @@ def backbone_network(
     nodes = list(body)
     merged = [HEAD]
     if exits:
-        nodes.append(Node("exit_0", [INPUT], input_exit(embedding)))
+        nodes.append(Node("exit_0", [INPUT], input_exit(embedding, input_shape[1:])))
         for k, (tap, channels) in enumerate(taps.items(), start=1):
             nodes.append(Node(f"exit_{k}", [tap], pooled_exit(channels, embedding)))
         merged = [f"exit_{k}" for k in range(len(taps) + 1)] + merged
