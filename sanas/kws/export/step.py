@@ -20,8 +20,12 @@ state. The state, every part of it an input and an output of the graph:
 - an adaptive (SANAS) model's controller: ``first`` (no previous step yet), the GRU state,
   the previous step's feature tap and the token bucket's balance.
 
-The used set, the MACs and the governor's cost of an architecture are looked up in tables
-over its 2^S codes (exact, as :meth:`SuperNetwork.used`). Each node runs under
+The used set of an architecture is looked up in a table over its 2^S codes (exact, as
+:meth:`SuperNetwork.used`), each used set stored as the bits of one integer (the node
+flags of BC-ResNet-1's 8,192 architectures as booleans took 237 KB); its MACs are the sum
+of its used nodes' (the MAC table is additive, float64 as the engine's); the governor's
+cost, which need not be additive, is a table over the codes, in the graph only when the
+step holds a budget. Each node runs under
 ``torch.cond`` on its used flag, and each cached node under a second one on its fresh
 flag, which the exporter writes as ONNX ``If`` nodes: an unused node is not computed by
 the runtime and gives zeros as the engine's unused nodes do, and leaves its cache stale. A
@@ -139,9 +143,11 @@ class StreamingStep(nn.Module):
         self.model = model
         self.adaptive = isinstance(model, SANASKWS) and architecture is None
         used, macs, governed = architecture_tables(model)
-        self.register_buffer("used_table", used)
-        self.register_buffer("macs_table", macs)
-        self.register_buffer("cost_table", governed)
+        flags = torch.int32 if net.num_nodes < 31 else torch.int64
+        self.register_buffer("node_bits", 2 ** torch.arange(net.num_nodes, dtype=flags))
+        self.register_buffer("used_codes", (used.to(flags) * self.node_bits).sum(1, dtype=flags))
+        self.register_buffer("node_macs", MacsCost(net).table)
+        self.register_buffer("cost_table", governed if budget is not None else None)
         self.register_buffer("powers", 2 ** torch.arange(net.num_stochastic))
         if architecture is None:
             architecture = torch.ones(net.num_stochastic)
@@ -157,7 +163,7 @@ class StreamingStep(nn.Module):
             threshold = model.architecture_threshold
             self.threshold_logit = math.log(threshold / (1.0 - threshold))
             self.register_buffer("fallback", model.cheapest_architecture.float().unsqueeze(0))
-            self.fallback_cost = float(self._lookup(self.fallback)[2])
+            self.fallback_cost = float(governed[self._code(self.fallback)])
         self.cached = cached
         layout = trunk_layout(net)
         self.window = layout.window
@@ -229,10 +235,14 @@ class StreamingStep(nn.Module):
         return tuple(inputs)
 
     # --------------------------------------------------------------------------- the step
-    def _lookup(self, architecture: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Used set (N,), MACs (1,) and governor cost (1,) of a (1, S) architecture."""
-        code = (architecture.round().long() * self.powers).sum(dim=1)
-        return self.used_table[code][0], self.macs_table[code], self.cost_table[code]
+    def _code(self, architecture: Tensor) -> Tensor:
+        """The (1,) code of a (1, S) architecture: bit s is stochastic node s."""
+        return (architecture.round().long() * self.powers).sum(dim=1)
+
+    def _lookup(self, architecture: Tensor) -> tuple[Tensor, Tensor]:
+        """Used set (N,) bool and MACs (1,) of a (1, S) architecture."""
+        used = (self.used_codes[self._code(architecture)] // self.node_bits) % 2 > 0
+        return used, (used.to(self.node_macs.dtype) * self.node_macs).sum().reshape(1)
 
     def _network(
         self, window: Tensor, used: Tensor | None, caches: dict[str, tuple[Tensor, Tensor]]
@@ -280,7 +290,7 @@ class StreamingStep(nn.Module):
         controller_out: list[Tensor] = []
         if self.adaptive:
             architecture, controller_out = self._choose(*state)
-            used, macs, _ = self._lookup(architecture)
+            used, macs = self._lookup(architecture)
         else:
             architecture, used, macs = self.fixed, None, self.fixed_macs
         normalised = self.model.input_norm(window).unsqueeze(0).unsqueeze(0)
@@ -312,7 +322,8 @@ class StreamingStep(nn.Module):
         architecture = chosen
         if self.budget is not None:
             available = balance + self.budget
-            wanted = self._lookup(chosen)[2]
+            assert self.cost_table is not None  # a budget's step keeps the cost table
+            wanted = self.cost_table[self._code(chosen)]
             affordable = wanted <= available
             architecture = torch.where(affordable.unsqueeze(1), chosen, self.fallback)
             spent = torch.where(affordable, wanted, torch.full_like(wanted, self.fallback_cost))
