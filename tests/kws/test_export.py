@@ -260,6 +260,18 @@ def test_backbones_with_exits_export_too(tiny_stream: Path, tmp_path: Path, name
     # exit_0 averages the 101 input rows in 4 bins of 26 rows every 25: a plain AveragePool,
     # no gather table; the graph stripped, it gives the engine's outputs.
     _assert_lean(path)
+    # per architecture code (2^13 of them for BC-ResNet-1's gates) one int32 of used-node
+    # bits: no table of node flags, MACs or costs
+    codes = 2**model.net.num_stochastic
+    kinds = (onnx.TensorProto.INT32, onnx.TensorProto.INT64, onnx.TensorProto.BOOL)
+    kinds += (onnx.TensorProto.DOUBLE,)
+    tables = [
+        (init.data_type, list(init.dims))
+        for graph in all_graphs(onnx.load(str(path)).graph)
+        for init in graph.initializer
+        if init.dims and init.dims[0] == codes and init.data_type in kinds
+    ]
+    assert tables == [(onnx.TensorProto.INT32, [codes])]
     _assert_same(reference, OnnxStreamingModel(path).run(audio), labels)
 
 
