@@ -25,9 +25,10 @@ def export(
 ) -> None:
     """Export a run's streaming step to ONNX, at an operating point fixed in the file.
 
-    The graph takes one step's window of feature frames (101 x 40) and, for a SANAS
-    run, the controller's state; it gives the posteriors, the step's architecture, its
-    MACs and the new state. Each node of a SANAS run sits in an ONNX `If`, so ONNX
+    The graph takes one step's 20 new feature frames (20 x 40) and the stream's state
+    (the 81 frames before them, the row caches and, for a SANAS run, the controller's
+    state); it gives the posteriors, the step's architecture, its MACs and the new
+    state. Each node of a SANAS run sits in an ONNX `If`, so ONNX
     Runtime computes only what the step uses. Labels, step, detection settings, MAC
     table and operating point are in the model's metadata. With --int8 the dense layers
     compute in int8, and the convolutions and the controller keep fp32 arithmetic on
@@ -43,13 +44,20 @@ def export(
 
     check_writable(out, "--out")
     try:
-        from sanas.kws.export.onnx_export import export_run
+        from sanas.kws.export.onnx_export import export_run, read_metadata
 
         point = _operating_point(run, arch_threshold, hold_budget, reuse_steps)
         path = export_run(run, out, point, int8=int8)
+        macs = read_metadata(path)["tier_macs"]
     except (ImportError, OSError, ValueError) as err:
         raise fail(str(err)) from None
-    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    precision = "int8" if int8 else "fp32"
+    size = f"{path.stat().st_size / 1e6:.2f} MB, {precision}"
+    span = f"{macs['cheapest']:,.0f} to {macs['full']:,.0f}"
+    if macs["cheapest"] == macs["full"]:  # one architecture
+        span = f"{macs['full']:,.0f}"
+    span += " MACs per window"
+    typer.echo(f"wrote {path} ({size}; {span})")
 
 
 def register(app: typer.Typer) -> None:

@@ -305,6 +305,8 @@ def test_sanas_export_then_evaluate_gives_the_run_s_scores(
     onnx_path = tmp_path / "model.onnx"
     exported = runner.invoke(app, ["export", str(tiny_run), "--out", str(onnx_path)])
     assert exported.exit_code == 0, exported.output
+    macs = read_metadata(onnx_path)["tier_macs"]  # the run's one architecture
+    assert f"fp32; {macs['full']:,.0f} MACs per window" in exported.output
     stream = ["--stream-wav", str(tiny_stream / "stream.wav")]
     stream += ["--stream-labels", str(tiny_stream / "labels.txt")]
     scores = []
