@@ -51,7 +51,6 @@ from sanas.kws.model.kws_model import SANASKWS, KWSModel
 from sanas.kws.model.operating_point import OperatingPoint
 from sanas.kws.model.window_forward import STEP_FRAMES, WINDOW_FRAMES
 from sanas.kws.runs import load_run, read_operating_point
-from sanas.supernet.costs import MacsCost
 from sanas.supernet.policies import BURST_STEPS, FixedPolicy
 
 FORMAT = "sanas-streaming-step/1"
@@ -138,21 +137,6 @@ def export_model(
         return quantize_int8(fp32, path)
 
 
-def _tier_macs(model: KWSModel, step: StreamingStep) -> dict[str, float]:
-    """MACs per window of the cheapest and of the full architecture the step can run (for
-    a fixed architecture, both its own). Not every tier: BC-ResNet-1's 8,192 architectures
-    listed node by node were 386 KB, 40 % of its file; the graph outputs each step's MACs,
-    and ``macs_per_node`` sums to any used set's."""
-    net, cost = model.net, MacsCost(model.net)
-    if not step.adaptive:
-        return dict.fromkeys(("cheapest", "full"), float(step.fixed_macs[0]))
-    cheapest = model.cheapest_architecture.unsqueeze(0)  # type: ignore[union-attr]
-    return {
-        "cheapest": float(cost(net.used(cheapest, 1))[0]),
-        "full": float(cost(net.used(None, 1))[0]),
-    }
-
-
 def build_metadata(
     model: KWSModel,
     step: StreamingStep,
@@ -179,8 +163,8 @@ def build_metadata(
         "burst_steps": BURST_STEPS,
         "nodes": list(net.order),
         "stochastic_nodes": list(net.stochastic_names),
-        "macs_per_node": {n: float(v) for n, v in MacsCost(net).per_node.items()},
-        "tier_macs": _tier_macs(model, step),
+        "macs_per_node": dict(zip(net.order, step.node_macs.tolist(), strict=True)),
+        "tier_macs": step.tier_macs(),
         "architecture": step.fixed[0].tolist() if not step.adaptive else None,
         "cached": step.cached,
         "context_frames": step.context_frames,

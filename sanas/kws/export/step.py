@@ -56,15 +56,6 @@ OUTPUTS = ("logits", "posteriors", "architecture", "macs", "features", "used", "
 CONTROLLER_STATE = ("first", "hidden", "previous", "balance")
 
 
-def architecture_tables(model: KWSModel) -> tuple[Tensor, Tensor, Tensor]:
-    """Over every architecture code (bit s = stochastic node s): the used sets (2^S, N)
-    bool, the engine's MACs per window (2^S,) float64 and the governor's costs (2^S,)."""
-    net = model.net
-    architectures = net.all_architectures()
-    used = net.used(architectures, len(architectures))
-    return used, MacsCost(net)(used).double(), model.cost(used).double()
-
-
 def _node_runner(net: SuperNetwork, name: str) -> Callable[..., Tensor]:
     """A node's computation: merge its inputs (reshaped to their declared shapes, which
     ``torch.cond`` then sees as static) and apply its module."""
@@ -142,19 +133,22 @@ class StreamingStep(nn.Module):
         self.net = net = model.net
         self.model = model
         self.adaptive = isinstance(model, SANASKWS) and architecture is None
-        used, macs, governed = architecture_tables(model)
+        codes = net.all_architectures()  # every architecture code, bit s = stochastic node s
+        used = net.used(codes, len(codes))
+        macs = MacsCost(net)
         flags = torch.int32 if net.num_nodes < 31 else torch.int64
         self.register_buffer("node_bits", 2 ** torch.arange(net.num_nodes, dtype=flags))
         self.register_buffer("used_codes", (used.to(flags) * self.node_bits).sum(1, dtype=flags))
-        self.register_buffer("node_macs", MacsCost(net).table)
-        self.register_buffer("cost_table", governed if budget is not None else None)
+        self.register_buffer("node_macs", macs.table)
+        governed = model.cost(used).double() if budget is not None else None
+        self.register_buffer("cost_table", governed)
         self.register_buffer("powers", 2 ** torch.arange(net.num_stochastic))
         if architecture is None:
             architecture = torch.ones(net.num_stochastic)
         self.register_buffer("fixed", architecture.float().unsqueeze(0))
         code = int((architecture.round().long() * self.powers).sum())
         self.fixed_names = net.used_names(used[code])
-        self.register_buffer("fixed_macs", macs[code].reshape(1))
+        self.register_buffer("fixed_macs", macs(used[code : code + 1]).double())
         self.register_buffer("fixed_used", used[code].unsqueeze(0))
         self.budget = budget
         self.burst = burst if burst is not None else 0.0
@@ -163,7 +157,7 @@ class StreamingStep(nn.Module):
             threshold = model.architecture_threshold
             self.threshold_logit = math.log(threshold / (1.0 - threshold))
             self.register_buffer("fallback", model.cheapest_architecture.float().unsqueeze(0))
-            self.fallback_cost = float(governed[self._code(self.fallback)])
+            self.fallback_cost = float(model.cost(net.used(self.fallback, 1))[0])
         self.cached = cached
         layout = trunk_layout(net)
         self.window = layout.window
@@ -179,9 +173,8 @@ class StreamingStep(nn.Module):
         self.cache_runners = {
             name: _cached_runner(net, name, layout.shrink[name]) for name in self.cache_nodes
         }
-        costs = MacsCost(net).per_node
         saved = [  # MACs of the rows a fresh cache holds
-            costs[name] * (1 - STEP_FRAMES / layout.rows[name]) for name in self.cache_nodes
+            macs.per_node[name] * (1 - STEP_FRAMES / layout.rows[name]) for name in self.cache_nodes
         ]
         self.register_buffer("saved_macs", torch.tensor(saved, dtype=torch.float64))
         self.register_buffer(
@@ -233,6 +226,19 @@ class StreamingStep(nn.Module):
                 torch.zeros(1, dtype=torch.float64),
             ]
         return tuple(inputs)
+
+    def tier_macs(self) -> dict[str, float]:
+        """MACs per window of the cheapest and of the full architecture the step can run (a
+        fixed architecture: its own, both). Not every tier: BC-ResNet-1's 8,192 architectures
+        listed node by node were 386 KB of metadata, 40 % of its file; the graph outputs each
+        step's MACs."""
+        if not self.adaptive:
+            return dict.fromkeys(("cheapest", "full"), float(self.fixed_macs[0]))
+        full = torch.ones_like(self.fallback)
+        return {
+            "cheapest": float(self._lookup(self.fallback)[1][0]),
+            "full": float(self._lookup(full)[1][0]),
+        }
 
     # --------------------------------------------------------------------------- the step
     def _code(self, architecture: Tensor) -> Tensor:
