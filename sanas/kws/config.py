@@ -72,6 +72,9 @@ class SearchConfig:
     ``train_full_network`` / ``train_cheapest_network``: each batch also trains the all-on
     and the cheapest network (the sandwich rule), so both ends stay trained classifiers;
     ``distill_cheapest``: that cheapest network learns the all-on one's posteriors.
+    ``frozen_backbone``: a backbone started from ``init_from`` keeps its weights and
+    batch-norm statistics and only its early exits train; the full network is then the
+    backbone alone, the pretrained static network exactly.
     docs/recipes.md says why each exists and which recipe uses it.
     """
 
@@ -84,6 +87,7 @@ class SearchConfig:
     train_full_network: bool = False
     train_cheapest_network: bool = False
     distill_cheapest: bool = False
+    frozen_backbone: bool = False
 
     def checks(self) -> list[tuple[str, Any, bool, str]]:
         """(field, value, valid, what it must be) for :meth:`TrainConfig.validate`."""
@@ -201,6 +205,8 @@ class TrainConfig:
             ("search.train_cheapest_network", search.train_cheapest_network,
              not search.train_cheapest_network or searched,
              f"needs {_SEARCHED}"),
+            ("search.frozen_backbone", search.frozen_backbone,
+             not search.frozen_backbone or searched, f"needs {_SEARCHED}"),
             ("options.baseline", self.options.baseline,
              self.options.baseline != "full_network" or search.train_full_network,
              "'full_network' needs search.train_full_network (it reads the all-on logits)"),

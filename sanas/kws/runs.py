@@ -83,8 +83,9 @@ class RunState:
 
 
 def make_model(config: TrainConfig, num_classes: int) -> KWSModel:
-    """A fresh model of the run's configuration (its registered model, width, options)."""
-    return build_kws_model(
+    """A fresh model of the run's configuration (its registered model, width, options;
+    its backbone frozen with ``search.frozen_backbone``)."""
+    model = build_kws_model(
         config.model,  # type: ignore[arg-type]
         num_classes=num_classes,
         channels=config.channels,
@@ -92,6 +93,12 @@ def make_model(config: TrainConfig, num_classes: int) -> KWSModel:
         options=config.options,
         shared_convs=config.shared_convs,
     )
+    if config.search.frozen_backbone:
+        try:
+            model.freeze_backbone()
+        except ValueError as error:
+            raise ConfigError(f"config field 'search.frozen_backbone': {error}") from None
+    return model
 
 
 def initialize_from(model: KWSModel, config: TrainConfig) -> None:

@@ -38,6 +38,7 @@ from sanas.kws.model.networks import KWS_TIERS
 from sanas.kws.streaming.engine import StreamRun, engine_for_model
 from sanas.kws.training.gates import (
     HindsightCount,
+    gate_tiers,
     gated_posteriors,
     hindsight_gate_within,
     overlaps_ms,
@@ -117,7 +118,7 @@ def oracle_gating(
     labels: Sequence[str],
     wav_path: str | os.PathLike[str],
     labels_path: str | os.PathLike[str],
-    tiers: Mapping[str, frozenset[str]] = KWS_TIERS,
+    tiers: Mapping[str, frozenset[str]] | None = None,
     cheap: str = "cheap",
     config: DetectionConfig | None = None,
     min_overlaps_ms: Sequence[float] = (0.0,),
@@ -138,7 +139,10 @@ def oracle_gating(
     skipping), then a SANAS model's own controller at each of ``architecture_thresholds``
     ("controller τ=0.1"). ``reuse_steps``: in every gate, the cheap steps after an
     expensive one reuse its posteriors (:func:`gated_posteriors`; the controller reuses
-    as the model does, ``reuse_steps`` of its run)."""
+    as the model does, ``reuse_steps`` of its run). ``tiers``: by default
+    cnn-trad-fpool3 + shortcuts' three, any other network's :func:`gate_tiers`."""
+    if tiers is None:
+        tiers = KWS_TIERS if frozenset(model.net.order) == KWS_TIERS["full"] else gate_tiers(model)
     if cheap not in tiers:
         raise ValueError(f"cheap tier {cheap!r} is not one of {sorted(tiers)}")
     if architecture_thresholds and not isinstance(model, SANASKWS):

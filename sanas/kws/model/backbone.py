@@ -36,6 +36,7 @@ INPUT = "in"
 HEAD = "head"
 FEATURES = "features"
 CLASSIFIER = "classifier"
+EXIT_PREFIX = "exit_"  # the early exits' nodes: exit_0 on the input, exit_k on the k-th tap
 PAPER_CHANNELS = 64  # a model's ``channels`` at which a backbone has its published widths
 INPUT_EXIT_GRID = (4, 10)  # time segments × frequency bands the input's exit averages
 
@@ -116,10 +117,10 @@ def backbone_network(
     nodes = list(body)
     merged = [HEAD]
     if exits:
-        nodes.append(Node("exit_0", [INPUT], input_exit(embedding, input_shape[1:])))
+        nodes.append(Node(f"{EXIT_PREFIX}0", [INPUT], input_exit(embedding, input_shape[1:])))
         for k, (tap, channels) in enumerate(taps.items(), start=1):
-            nodes.append(Node(f"exit_{k}", [tap], pooled_exit(channels, embedding)))
-        merged = [f"exit_{k}" for k in range(len(taps) + 1)] + merged
+            nodes.append(Node(f"{EXIT_PREFIX}{k}", [tap], pooled_exit(channels, embedding)))
+        merged = [f"{EXIT_PREFIX}{k}" for k in range(len(taps) + 1)] + merged
     classifier = [nn.Dropout(dropout)] if dropout else []
     classifier.append(nn.Linear(embedding, num_classes))
     nodes += [
@@ -127,3 +128,14 @@ def backbone_network(
         Node(CLASSIFIER, [FEATURES], nn.Sequential(*classifier), stochastic=False),
     ]
     return SuperNetwork(INPUT, input_shape, nodes, output=CLASSIFIER, feature_outputs=(FEATURES,))
+
+
+def backbone_nodes(net: SuperNetwork) -> tuple[str, ...]:
+    """The nodes of ``net`` that are not early exits: with every exit off, the published
+    network. Raises ``ValueError`` for a network without exits (nothing to tell apart)."""
+    if not any(name.startswith(EXIT_PREFIX) for name in net.order):
+        raise ValueError(
+            f"the network has no early exits (nodes named {EXIT_PREFIX}*): its backbone is "
+            "the whole network"
+        )
+    return tuple(name for name in net.order if not name.startswith(EXIT_PREFIX))

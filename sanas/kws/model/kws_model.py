@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sanas.kws.data.features import FeatureNormalizer
+from sanas.kws.model.backbone import backbone_nodes
 from sanas.kws.model.options import SANASOptions
 from sanas.kws.model.registry import CostAdds
 from sanas.kws.model.window_forward import (
@@ -151,11 +152,33 @@ class KWSModel(nn.Module):
         self.register_buffer(
             "cheapest_architecture", net.cheapest_architecture(self.cost), persistent=False
         )
+        self.register_buffer("full_tier", torch.ones(net.num_stochastic), persistent=False)
+        self.frozen_nodes: tuple[str, ...] = ()
         self.reuse_steps = 0
 
+    def freeze_backbone(self) -> None:
+        """Keep the backbone's weights and batch-norm statistics as they are, in training
+        too, so that only its early exits learn, and make the backbone alone (every exit
+        off) the full network: with a pretrained backbone, the full network is then the
+        pretrained static network exactly, whatever the exits learn."""
+        backbone = backbone_nodes(self.net)
+        self.frozen_nodes = tuple(n for n in backbone if n in self.net.modules_by_node)
+        for name in self.frozen_nodes:
+            self.net.modules_by_node[name].requires_grad_(False)
+        self.full_tier = self.net.architecture_of(backbone).to(self.full_tier)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> KWSModel:
+        """``nn.Module.train``, the frozen nodes staying in evaluation mode."""
+        super().train(mode)
+        for name in self.frozen_nodes:
+            self.net.modules_by_node[name].eval()
+        return self
+
     def network_parameters(self) -> list[nn.Parameter]:
-        """Weights of the super network (trained by backprop, with weight decay)."""
-        return list(self.net.parameters())
+        """Weights of the super network (trained by backprop, with weight decay), but for
+        a frozen backbone's."""
+        return [p for p in self.net.parameters() if p.requires_grad]
 
     def architecture_parameters(self) -> list[nn.Parameter]:
         """Parameters of the architecture distribution (trained by REINFORCE)."""
@@ -211,8 +234,9 @@ class KWSModel(nn.Module):
         return self.execute(self.net, windows, used, precomputed=precomputed)
 
     def all_on(self, features: Tensor) -> Tensor:
-        """(B, T, N) used sets with every node on, for each window of ``features``."""
-        return self._everywhere(features, None)
+        """(B, T, N) used sets of the full network (every node on; with a frozen backbone,
+        every node but the exits) for each window of ``features``."""
+        return self._everywhere(features, self.full_tier)
 
     def cheapest(self, features: Tensor) -> Tensor:
         """(B, T, N) used sets of the cheapest architecture that reaches the output (in →

@@ -197,12 +197,16 @@ def hindsight_gate_within(
 def gate_tiers(model: KWSModel) -> dict[str, frozenset[str]]:
     """The used sets of the two tiers a gate chooses between, ``"full"`` and ``"cheap"``:
     cnn-trad-fpool3 + shortcuts' :data:`~sanas.kws.model.networks.KWS_TIERS`, any other
-    network's every node and its cheapest architecture (e.g. a backbone's input exit)."""
+    network's full network (every node, or a frozen backbone alone) and its cheapest
+    architecture (e.g. a backbone's input exit)."""
     net = model.net
     if frozenset(net.order) == KWS_TIERS["full"]:
         return {name: KWS_TIERS[name] for name in ("full", "cheap")}
-    cheap = net.used_names(net.used(model.cheapest_architecture.cpu(), 1)[0])
-    return {"full": frozenset(net.order), "cheap": cheap}
+    full, cheap = (
+        net.used_names(net.used(architecture.cpu(), 1)[0])
+        for architecture in (model.full_tier, model.cheapest_architecture)
+    )
+    return {"full": full, "cheap": cheap}
 
 
 def run_tiers(

@@ -310,6 +310,11 @@ def _trainer(config: TrainConfig, data: _Data, device: torch.device, fresh: bool
     """A new model (``fresh``: started from ``init_from`` or with its input normaliser
     fitted; else a checkpoint will set it), its optimiser and its objective."""
     model = make_model(config, len(data.labels))
+    if config.search.frozen_backbone and not config.init_from:
+        raise ConfigError(
+            "config field 'search.frozen_backbone' needs a trained backbone to keep: "
+            "set init_from (or a recipe's pretrain)"
+        )
     if config.init_from and fresh:  # a checkpoint holds its own weights
         initialize_from(model, config)
     elif config.normalize_features and fresh:  # a checkpoint holds the statistics
