@@ -346,6 +346,33 @@ def test_init_from_starts_a_search_from_a_trained_network(tone_data: Path, tmp_p
         train(tiny(tone_data, tmp_path / "lost", init_from=str(tmp_path / "nowhere")))
 
 
+def test_a_frozen_backbone_trains_its_exits_and_nothing_else(
+    tone_data: Path, tmp_path: Path
+) -> None:
+    train(tiny(tone_data, tmp_path / "static", model="tc-resnet8", epochs=1))
+    exits = {
+        "model": "tc-resnet8-bsn",
+        "epochs": 1,
+        "lr": 1e-2,
+        "search": {
+            "warmup_epochs": 1000,
+            "train_full_network": True,
+            "train_cheapest_network": True,
+            "distill_cheapest": True,
+            "frozen_backbone": True,
+        },
+    }
+    train(tiny(tone_data, tmp_path / "exits", init_from=str(tmp_path / "static"), **exits))
+    source, _ = load_run(tmp_path / "static")
+    model, _ = load_run(tmp_path / "exits", which="last")
+    ours, theirs = model.net.state_dict(), source.net.state_dict()
+    # weights and batch-norm statistics alike (at lr 1e-2 both would move): the backbone
+    # is the static network (test_frozen_backbone.py: the exits learn)
+    assert all(torch.equal(ours[name], theirs[name]) for name in theirs)
+    with pytest.raises(ConfigError, match=r"frozen_backbone.*init_from"):
+        train(tiny(tone_data, tmp_path / "alone", **exits))
+
+
 def test_init_from_starts_a_network_with_exits_from_its_static_backbone(
     tone_data: Path, tmp_path: Path
 ) -> None:
