@@ -34,11 +34,10 @@ from sanas.kws.data.audio import SAMPLE_RATE, read_wav
 from sanas.kws.data.stream_file import read_stream_labels
 from sanas.kws.evaluation.metrics import DetectionConfig, evaluate_stream
 from sanas.kws.model.kws_model import SANASKWS, KWSModel
-from sanas.kws.model.networks import KWS_TIERS
 from sanas.kws.streaming.engine import StreamRun, engine_for_model
 from sanas.kws.training.gates import (
     HindsightCount,
-    gate_tiers,
+    cost_tiers,
     gated_posteriors,
     hindsight_gate_within,
     overlaps_ms,
@@ -139,10 +138,9 @@ def oracle_gating(
     skipping), then a SANAS model's own controller at each of ``architecture_thresholds``
     ("controller τ=0.1"). ``reuse_steps``: in every gate, the cheap steps after an
     expensive one reuse its posteriors (:func:`gated_posteriors`; the controller reuses
-    as the model does, ``reuse_steps`` of its run). ``tiers``: by default
-    cnn-trad-fpool3 + shortcuts' three, any other network's :func:`gate_tiers`."""
-    if tiers is None:
-        tiers = KWS_TIERS if frozenset(model.net.order) == KWS_TIERS["full"] else gate_tiers(model)
+    as the model does, ``reuse_steps`` of its run). ``tiers``: by default the model's
+    :func:`cost_tiers`."""
+    tiers = cost_tiers(model) if tiers is None else tiers
     if cheap not in tiers:
         raise ValueError(f"cheap tier {cheap!r} is not one of {sorted(tiers)}")
     if architecture_thresholds and not isinstance(model, SANASKWS):

@@ -194,19 +194,26 @@ def hindsight_gate_within(
     )
 
 
-def gate_tiers(model: KWSModel) -> dict[str, frozenset[str]]:
-    """The used sets of the two tiers a gate chooses between, ``"full"`` and ``"cheap"``:
-    cnn-trad-fpool3 + shortcuts' :data:`~sanas.kws.model.networks.KWS_TIERS`, any other
-    network's full network (every node, or a frozen backbone alone) and its cheapest
-    architecture (e.g. a backbone's input exit)."""
+def cost_tiers(model: KWSModel) -> dict[str, frozenset[str]]:
+    """The used sets of a model's fixed cost tiers, cheapest to full: cnn-trad-fpool3 +
+    shortcuts' three (:data:`~sanas.kws.model.networks.KWS_TIERS`), any other network's
+    cheapest architecture (e.g. a backbone's input exit) and full network (every node, or
+    a frozen backbone alone)."""
     net = model.net
     if frozenset(net.order) == KWS_TIERS["full"]:
-        return {name: KWS_TIERS[name] for name in ("full", "cheap")}
-    full, cheap = (
+        return dict(KWS_TIERS)
+    cheap, full = (
         net.used_names(net.used(architecture.cpu(), 1)[0])
-        for architecture in (model.full_tier, model.cheapest_architecture)
+        for architecture in (model.cheapest_architecture, model.full_tier)
     )
-    return {"full": full, "cheap": cheap}
+    return {"cheap": cheap, "full": full}
+
+
+def gate_tiers(model: KWSModel) -> dict[str, frozenset[str]]:
+    """The used sets of the two tiers a gate chooses between, ``"full"`` and ``"cheap"``
+    (of :func:`cost_tiers`)."""
+    tiers = cost_tiers(model)
+    return {name: tiers[name] for name in ("full", "cheap")}
 
 
 def run_tiers(
